@@ -1,0 +1,3 @@
+from ufssd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,83 @@
+"""Named presets: one per row of the paper's tables, plus the light CPU ones.
+
+A preset is a :class:`~ufssd.config.DetectorConfig` (a dict of name -> config, no subclasses).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ufssd.config import DetectorConfig, ModelConfig, TrainConfig
+
+ALL_LEVELS = (0, 1, 2, 3, 4, 5)
+
+
+def _preset(name: str, model: ModelConfig, train: TrainConfig | None = None) -> DetectorConfig:
+    return DetectorConfig(name=name, model=model, train=train or TrainConfig())
+
+
+def _vgg(**kw) -> ModelConfig:
+    return ModelConfig(backbone="vgg16", **kw)
+
+
+def _fem_mcdm(eta: float) -> ModelConfig:
+    return _vgg(fem_levels=ALL_LEVELS, mcdm_mode="drop", mcdm_eta=eta, mcdm_levels=(0,))
+
+
+_LIGHT = dict(backbone="light", fem_channels=64)
+
+PRESETS: dict[str, DetectorConfig] = {
+    p.name: p
+    for p in [
+        # Table 1
+        _preset("ufssd_vgg16", _vgg()),
+        _preset("ufssd_vgg16_ffmm_x1", _vgg(ffmm_levels=(0,))),
+        _preset("ufssd_vgg16_ffmm_x6", _vgg(ffmm_levels=ALL_LEVELS)),
+        # Table 2
+        _preset("ufssd_vgg16_fem", _vgg(fem_levels=ALL_LEVELS)),
+        _preset("ufssd_vgg16_fem_mcdm_b_eta0.10", _fem_mcdm(0.10)),
+        _preset("ufssd_vgg16_fem_mcdm_b_eta0.20", _fem_mcdm(0.20)),
+        _preset("ufssd_vgg16_fem_mcdm_b_eta0.30", _fem_mcdm(0.30)),
+        # Sec. 4.4
+        _preset(
+            "ufssd_resnet152_fem_mcdm_b_eta0.10",
+            ModelConfig(backbone="resnet152", fem_levels=ALL_LEVELS, mcdm_mode="drop", mcdm_eta=0.10),
+            TrainConfig(lr=2e-4),
+        ),
+        # light CPU presets (ours)
+        _preset("ufssd_light", ModelConfig(**_LIGHT)),
+        _preset("ufssd_light_ffmm_x1", ModelConfig(**_LIGHT, ffmm_levels=(0,))),
+    ]
+}
+
+
+def list_presets() -> list[str]:
+    """Names of every preset, in table order."""
+    return list(PRESETS)
+
+
+def get_preset(name: str) -> DetectorConfig:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise KeyError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}") from None
+
+
+def resolve_config(name_or_config: str | DetectorConfig) -> DetectorConfig:
+    """A preset name or a config -> a config."""
+    if isinstance(name_or_config, DetectorConfig):
+        return name_or_config
+    if isinstance(name_or_config, str):
+        return get_preset(name_or_config)
+    raise TypeError(f"expected a preset name or DetectorConfig, got {type(name_or_config).__name__}")
+
+
+def replace(cfg: DetectorConfig, **sections) -> DetectorConfig:
+    """A copy of ``cfg`` with fields of its sections replaced: ``replace(cfg, train={"iters": 10})``."""
+    changes = {}
+    for section, values in sections.items():
+        if isinstance(values, dict):
+            changes[section] = dataclasses.replace(getattr(cfg, section), **values)
+        else:
+            changes[section] = values
+    return dataclasses.replace(cfg, **changes)
