@@ -1,0 +1,189 @@
+"""``ufssd train``: train a preset on WIDER FACE (one process, or ``torchrun`` for several).
+
+Argument parsing only; the work is :func:`ufssd.train.train`. See ``docs/training.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+logger = logging.getLogger(__name__)
+
+_EPILOG = """\
+sources: without --source, trains on DATA_ROOT:train (restricted to --subset) plus, when
+DATA_ROOT/val_train_images.txt exists, DATA_ROOT:val:DATA_ROOT/val_train_images.txt.
+--source SPEC (repeatable) replaces that: SPEC is ROOT:SPLIT[:LIST] or SPLIT[:LIST] (under
+--data-root), SPLIT train or val, LIST a file of <event>/<name>.jpg lines. Images of
+DATA_ROOT/dev_images.txt and of --eval-subset never train.
+
+examples:
+  ufssd train --preset ufssd_light_ffmm_x1 --data-root ../shared/data/widerface \\
+      --out ~/runs/light --iters 20000 --batch-size 16 --resume \\
+      --eval-every 2000 --eval-subset ../shared/data/widerface/dev_images.txt
+  torchrun --nproc_per_node=8 -m ufssd train --preset ufssd_vgg16_ffmm_x1 \\
+      --data-root /data/widerface --out /runs/vgg_x1 --resume
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a detector (SGD, checkpoints, resume, torchrun)",
+        description="Train a UF-SSD preset on WIDER FACE with the paper's recipe (docs/training.md).",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    g = p.add_argument_group("model and data")
+    g.add_argument("--preset", required=True, help="preset name (ufssd.list_presets())")
+    g.add_argument("--data-root", metavar="DIR", help="WIDER FACE root (WIDER_train/, WIDER_val/, wider_face_split/)")
+    g.add_argument("--source", action="append", default=[], metavar="SPEC",
+                   help="training source ROOT:SPLIT[:LIST] or SPLIT[:LIST] (repeatable; replaces the default)")
+    g.add_argument("--subset", metavar="LIST", help="restrict the default train source to this image list")
+    g.add_argument("--init", metavar="WEIGHTS", help="start from these weights (.safetensors or .pt checkpoint)")
+    g.add_argument("--set", action="append", default=[], dest="overrides", metavar="SECTION.FIELD=VALUE",
+                   help="override any config field, e.g. --set train.crop_min=0.5 --set model.channels=[16,32,64]")
+    g.add_argument("--no-augment", action="store_true",
+                   help="no augmentation: each whole image fitted into the square input (debugging, overfit tests)")
+
+    g = p.add_argument_group("schedule (defaults from the preset; flags win over --set)")
+    g.add_argument("--iters", type=int, help="optimizer steps (milestones scale with it)")
+    g.add_argument("--batch-size", type=int, help="total batch over all processes")
+    g.add_argument("--lr", type=float, help="learning rate at the base batch size (32); scaled linearly")
+    g.add_argument("--warmup", type=int, help="linear warm-up steps (not clipped; default: the preset's, "
+                   "clipped to 5%% of the run)")
+    g.add_argument("--resolution", type=int, help="square training input side")
+    g.add_argument("--seed", type=int, help="seed of the model init, the data order and the augmentation")
+    g.add_argument("--amp", choices=("bf16", "fp16", "none"), help="CUDA mixed precision (default bf16)")
+    g.add_argument("--grad-clip", type=float, metavar="NORM", help="clip the gradient norm")
+
+    g = p.add_argument_group("run")
+    g.add_argument("--out", default="runs/train", metavar="DIR",
+                   help="output folder: checkpoints, logs, final.safetensors (default: runs/train)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue from OUT/last.pt if it exists (else start afresh)")
+    g.add_argument("--checkpoint-every", type=int, metavar="N", help="steps between checkpoints")
+    g.add_argument("--workers", type=int, default=2, help="DataLoader workers per process (default 2)")
+    g.add_argument("--targets", choices=("workers", "main"), default="workers",
+                   help="build matching targets / GT masks in the loader workers (default) or the main process")
+    g.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda:LOCAL_RANK when available)")
+    g.add_argument("--threads", type=int, help="torch CPU threads per process")
+    g.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm in multi-GPU runs")
+    g.add_argument("--deterministic", action="store_true", help="deterministic CUDA kernels (slower)")
+    g.add_argument("--log-every", type=int, default=20, metavar="N", help="steps between log rows (default 20)")
+    g.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
+    g.add_argument("--no-tensorboard", action="store_true", help="no TensorBoard events")
+    g.add_argument("--stop-at", type=int, metavar="STEP", help="stop after this step (checkpointed), resumable")
+
+    g = p.add_argument_group("periodic evaluation (rank 0)")
+    g.add_argument("--eval-every", type=int, default=0, metavar="N",
+                   help="evaluate every N steps and at the end (0: only at the end if --eval-subset is given)")
+    g.add_argument("--eval-subset", metavar="LIST",
+                   help="val images to evaluate on (default with --eval-every: DATA_ROOT/dev_images.txt)")
+    g.add_argument("--eval-gt", metavar="DIR", help="folder of wider_*_val.mat (default: DATA_ROOT/eval_tools)")
+    g.add_argument("--eval-images", metavar="DIR", help="val image folder (default: DATA_ROOT/WIDER_val/images)")
+    g.add_argument("--eval-metric", choices=("hard", "medium", "easy", "mean"), default="hard",
+                   help="AP that selects best.pt (default hard)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ufssd.cli import CLIError
+
+    try:
+        import torch
+
+        from ufssd.data import DataError, read_image_list
+        from ufssd.presets import get_preset, replace
+        from ufssd.train import (
+            CheckpointError,
+            EvalSpec,
+            TrainingError,
+            default_sources,
+            expand_source,
+            read_training_samples,
+            train,
+        )
+        from ufssd.train.overrides import apply_overrides
+        from ufssd.train.schedule import DEFAULT_WARMUP_MAX_FRACTION
+    except ImportError as exc:  # pragma: no cover - an incomplete install
+        raise CLIError(f"training needs torch and the full package: {exc}") from exc
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        cfg = get_preset(args.preset)
+        cfg = apply_overrides(cfg, args.overrides)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise CLIError(str(exc).strip("'\"")) from exc
+    flags = {
+        "iters": args.iters,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "warmup_iters": args.warmup,
+        "resolution": args.resolution,
+        "seed": args.seed,
+        "amp": args.amp,
+        "checkpoint_every": args.checkpoint_every,
+    }
+    train_changes = {k: v for k, v in flags.items() if v is not None}
+    if train_changes:
+        cfg = replace(cfg, train=train_changes)
+    explicit_warmup = args.warmup is not None or any(o.split("=", 1)[0].strip() == "train.warmup_iters" for o in args.overrides)
+    if args.no_augment:
+        logger.info("--no-augment: whole images fitted into %dx%d, no crop/flip/photometric", cfg.train.resolution, cfg.train.resolution)
+
+    # data sources
+    data_root = Path(args.data_root) if args.data_root else None
+    if args.source:
+        if args.subset:
+            raise CLIError("--subset applies to the default sources; with --source write ROOT:SPLIT:LIST")
+        specs = [expand_source(s, data_root) for s in args.source]
+    elif data_root is not None:
+        specs = default_sources(data_root, args.subset)
+    else:
+        raise CLIError("give --data-root DIR or at least one --source ROOT:SPLIT[:LIST]")
+
+    # evaluation
+    eval_spec = None
+    eval_subset = args.eval_subset
+    if args.eval_every and not eval_subset:
+        if data_root is None or not (data_root / "dev_images.txt").is_file():
+            raise CLIError("--eval-every needs --eval-subset LIST (no DATA_ROOT/dev_images.txt to default to)")
+        eval_subset = str(data_root / "dev_images.txt")
+    try:
+        if eval_subset:
+            names = tuple(read_image_list(eval_subset))
+            image_root = Path(args.eval_images) if args.eval_images else (data_root / "WIDER_val" / "images" if data_root else None)
+            gt_dir = Path(args.eval_gt) if args.eval_gt else (data_root / "eval_tools" if data_root else None)
+            if image_root is None or gt_dir is None:
+                raise CLIError("evaluation needs --data-root or both --eval-images and --eval-gt")
+            eval_spec = EvalSpec(image_root, names, gt_dir, every=max(args.eval_every, 0), metric=args.eval_metric)
+        exclude = [eval_spec.image_root / f"{n}.jpg" for n in eval_spec.names] if eval_spec else []
+        samples = read_training_samples(specs, exclude_images=exclude)
+        result = train(
+            cfg,
+            samples,
+            Path(args.out).expanduser(),
+            resume=args.resume,
+            init=args.init,
+            workers=args.workers,
+            device=args.device,
+            eval_spec=eval_spec,
+            log_every=args.log_every,
+            progress=not args.no_progress,
+            targets=args.targets,
+            augment=not args.no_augment,
+            warmup_max_fraction=None if explicit_warmup else DEFAULT_WARMUP_MAX_FRACTION,
+            grad_clip=args.grad_clip,
+            sync_bn=args.sync_bn,
+            deterministic=args.deterministic,
+            stop_at=args.stop_at,
+            tensorboard=not args.no_tensorboard,
+        )
+    except (DataError, TrainingError, CheckpointError, FileNotFoundError) as exc:
+        raise CLIError(str(exc)) from exc
+    logger.debug("stopped at step %d (finished: %s)", result.step, result.finished)
+    return 0

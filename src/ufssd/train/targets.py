@@ -1,0 +1,210 @@
+"""Training targets per batch: anchor labels, regression deltas and FFMM / MCDM ground-truth masks.
+
+:class:`TargetBuilder` turns the boxes of a collated batch into what the loss and the model need,
+with the geometry functions only (anchors, S3FD matching, ``encode``, Eq. 3's masks).
+:class:`TargetCollate` wraps the data collate function so that this runs inside the DataLoader
+workers and the main process only runs the network (``targets="workers"`` in the trainer); the
+trainer can also build them in the main process, on the training device (``targets="main"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+from ufssd.config import DetectorConfig
+from ufssd.geometry import anchors as _anchors
+from ufssd.geometry import boxes as _boxes
+from ufssd.geometry import matching as _matching
+
+__all__ = ["TrainBatch", "TargetBuilder", "TargetCollate", "mask_levels"]
+
+
+class TrainBatch(NamedTuple):
+    """A batch ready for the network and the loss.
+
+    images: uint8 ``(N, 3, S, S)`` RGB (normalised and padded on the device by the trainer).
+    labels: int64 ``(N, A)`` in {POSITIVE, BACKGROUND, IGNORE}.
+    target_deltas: float32 ``(N, A, 4)`` (zeros where not positive).
+    ffmm_masks: one float ``(N, H_l, W_l)`` per level of ``model.ffmm_levels``.
+    mcdm_masks: one float ``(N, H_l, W_l)`` per level of ``model.mcdm_levels`` (empty if no MCDM).
+    boxes, ignore, names: as the data batch.
+    """
+
+    images: Tensor
+    labels: Tensor
+    target_deltas: Tensor
+    ffmm_masks: list[Tensor]
+    mcdm_masks: list[Tensor]
+    boxes: list[Tensor]
+    ignore: list[Tensor]
+    names: list[str]
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> TrainBatch:
+        def move(t: Tensor) -> Tensor:
+            return t.to(device, non_blocking=non_blocking)
+
+        return TrainBatch(
+            move(self.images),
+            move(self.labels),
+            move(self.target_deltas),
+            [move(m) for m in self.ffmm_masks],
+            [move(m) for m in self.mcdm_masks],
+            self.boxes,
+            self.ignore,
+            self.names,
+        )
+
+
+def mask_levels(cfg: DetectorConfig) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """``(ffmm levels, mcdm levels)`` whose ground-truth masks training needs."""
+    mcdm = tuple(cfg.model.mcdm_levels) if cfg.model.mcdm_mode != "none" else ()
+    return tuple(cfg.model.ffmm_levels), mcdm
+
+
+def _build_targets_fallback(
+    anchors: Tensor, boxes_list: Sequence[Tensor], ignore_list: Sequence[Tensor], cfg: DetectorConfig
+) -> tuple[Tensor, Tensor]:
+    """Per image: :func:`match_anchors`, then ``encode`` of the matched boxes."""
+    labels, deltas = [], []
+    for boxes, ignore in zip(boxes_list, ignore_list):
+        lab, matched = _matching.match_anchors(anchors, boxes, ignore, cfg.match)
+        d = _boxes.encode(matched, anchors, cfg.anchors.variances)
+        d = torch.where((lab == _matching.POSITIVE)[:, None], d, torch.zeros_like(d))
+        labels.append(lab)
+        deltas.append(d)
+    num_anchors = anchors.shape[0]
+    if not labels:
+        return (
+            torch.zeros((0, num_anchors), dtype=torch.int64, device=anchors.device),
+            torch.zeros((0, num_anchors, 4), dtype=anchors.dtype, device=anchors.device),
+        )
+    return torch.stack(labels), torch.stack(deltas)
+
+
+def _find_build_targets() -> Any:
+    """``ufssd.geometry``'s batched ``build_targets`` when it has one."""
+    import importlib
+
+    for module in ("ufssd.geometry", "ufssd.geometry.targets", "ufssd.geometry.matching"):
+        try:
+            fn = getattr(importlib.import_module(module), "build_targets", None)
+        except ImportError:
+            fn = None
+        if fn is not None:
+            return fn
+    return None
+
+
+class TargetBuilder:
+    """Computes :class:`TrainBatch` targets for square (or any) training inputs.
+
+    Anchors are cached per padded input size and device. Inputs are padded bottom/right to a
+    multiple of ``anchors.pad_multiple``, so targets are for the padded size (boxes do not move).
+    """
+
+    def __init__(self, cfg: DetectorConfig) -> None:
+        self.cfg = cfg
+        self.ffmm_levels, self.mcdm_levels = mask_levels(cfg)
+        self._anchor_cache: dict[tuple[int, int, str], Tensor] = {}
+        self._build_targets = None
+        self._looked_up = False
+
+    def __getstate__(self) -> dict[str, Any]:  # picklable for DataLoader workers
+        state = dict(self.__dict__)
+        state["_anchor_cache"] = {}
+        state["_build_targets"] = None
+        state["_looked_up"] = False
+        return state
+
+    def input_size(self, height: int, width: int) -> tuple[int, int]:
+        return _anchors.padded_size(height, width, self.cfg.anchors.pad_multiple)
+
+    def anchors(self, height: int, width: int, device: torch.device | str = "cpu") -> Tensor:
+        """Anchors of the padded input of an ``height x width`` image."""
+        ph, pw = self.input_size(height, width)
+        key = (ph, pw, str(device))
+        if key not in self._anchor_cache:
+            self._anchor_cache[key] = _anchors.anchors_for_input(ph, pw, self.cfg.anchors, device=device)
+        return self._anchor_cache[key]
+
+    def match(self, anchors: Tensor, boxes: Sequence[Tensor], ignore: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+        if not self._looked_up:
+            self._build_targets = _find_build_targets()
+            self._looked_up = True
+        if self._build_targets is not None:
+            labels, deltas = self._build_targets(
+                anchors, list(boxes), list(ignore), self.cfg.match, self.cfg.anchors.variances
+            )
+        else:
+            labels, deltas = _build_targets_fallback(anchors, boxes, ignore, self.cfg)
+        return labels.to(torch.int64), deltas.to(torch.float32)
+
+    def masks(
+        self, height: int, width: int, boxes: Sequence[Tensor], ignore: Sequence[Tensor], device: torch.device | str
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """Ground-truth masks of the FFMM and MCDM levels, each ``(N, H_l, W_l)`` float32."""
+        levels = tuple(sorted(set(self.ffmm_levels) | set(self.mcdm_levels)))
+        if not levels:
+            return [], []
+        from ufssd.geometry import masks as _masks
+
+        ph, pw = self.input_size(height, width)
+        sizes = _anchors.feature_sizes(ph, pw, self.cfg.anchors.strides)
+        gm = self.cfg.gt_mask
+        per_level: dict[int, list[Tensor]] = {lvl: [] for lvl in levels}
+        for b, ig in zip(boxes, ignore):
+            b = b.to(device=device, dtype=torch.float32)
+            ig = ig.to(device=device, dtype=torch.bool)
+            if not gm.ignored_faces_count:
+                b = b[~ig]
+                ig = ig[~ig]
+            maps = _masks.gt_masks(b, (ph, pw), sizes, self.cfg.anchors.sides, levels, gm)
+            for lvl, m in zip(levels, maps):
+                per_level[lvl].append(m.to(device=device, dtype=torch.float32))
+        stacked = {
+            lvl: torch.stack(ms) if ms else torch.zeros((0, *sizes[lvl]), device=device) for lvl, ms in per_level.items()
+        }
+        return [stacked[lvl] for lvl in self.ffmm_levels], [stacked[lvl] for lvl in self.mcdm_levels]
+
+    def __call__(
+        self,
+        images: Tensor,
+        boxes: Sequence[Tensor],
+        ignore: Sequence[Tensor],
+        names: Sequence[str] = (),
+        device: torch.device | str | None = None,
+    ) -> TrainBatch:
+        """Targets of a batch of images ``(N, 3, H, W)`` with their boxes, on ``device``
+        (default: the images' device)."""
+        device = torch.device(device) if device is not None else images.device
+        height, width = int(images.shape[-2]), int(images.shape[-1])
+        boxes = [torch.as_tensor(b, dtype=torch.float32, device=device).reshape(-1, 4) for b in boxes]
+        ignore = [torch.as_tensor(i, dtype=torch.bool, device=device).reshape(-1) for i in ignore]
+        anchors = self.anchors(height, width, device)
+        labels, deltas = self.match(anchors, boxes, ignore)
+        ffmm, mcdm = self.masks(height, width, boxes, ignore, device)
+        return TrainBatch(images, labels, deltas, ffmm, mcdm, boxes, ignore, list(names))
+
+    def from_batch(self, batch: Any, device: torch.device | str | None = None) -> TrainBatch:
+        """Targets of a ``ufssd.data`` ``Batch`` (``images``, ``boxes``, ``ignore``, ``names``)."""
+        images = batch.images if device is None else batch.images.to(device, non_blocking=True)
+        return self(images, batch.boxes, batch.ignore, getattr(batch, "names", ()), device=device)
+
+
+class TargetCollate:
+    """``collate`` followed by :class:`TargetBuilder` on the CPU: runs in the DataLoader workers."""
+
+    def __init__(self, cfg: DetectorConfig, collate_fn: Any = None) -> None:
+        self.builder = TargetBuilder(cfg)
+        self.collate_fn = collate_fn
+
+    def __call__(self, items: Sequence[Any]) -> TrainBatch:
+        collate_fn = self.collate_fn
+        if collate_fn is None:
+            from ufssd.data import collate as collate_fn
+        with torch.no_grad():
+            return self.builder.from_batch(collate_fn(items))
