@@ -1,0 +1,61 @@
+"""WIDER FACE data: reading (``widerface``), augmentation (``augment``), Dataset and collate
+(``dataset``). See ``docs/data.md``."""
+
+from ufssd.data.augment import (
+    augment,
+    box_centres_inside,
+    crop_boxes,
+    hflip,
+    mark_small,
+    photometric_distort,
+    resize,
+    sample_crop,
+)
+from ufssd.data.dataset import (
+    Batch,
+    Item,
+    ShardedInfiniteSampler,
+    WiderFaceDataset,
+    collate,
+    item_rng,
+    load_image,
+    worker_init,
+)
+from ufssd.data.widerface import (
+    DataError,
+    DataSource,
+    Sample,
+    parse_source,
+    read_annotations,
+    read_image_list,
+    read_sources,
+    read_split,
+    split_paths,
+)
+
+__all__ = [
+    "Batch",
+    "DataError",
+    "DataSource",
+    "Item",
+    "Sample",
+    "ShardedInfiniteSampler",
+    "WiderFaceDataset",
+    "augment",
+    "box_centres_inside",
+    "collate",
+    "crop_boxes",
+    "hflip",
+    "item_rng",
+    "load_image",
+    "mark_small",
+    "parse_source",
+    "photometric_distort",
+    "read_annotations",
+    "read_image_list",
+    "read_sources",
+    "read_split",
+    "resize",
+    "sample_crop",
+    "split_paths",
+]
