@@ -1,0 +1,182 @@
+"""Anchor matching: S3FD's two stages with scale compensation (paper notes section 3).
+
+Labels per anchor: :data:`POSITIVE` (1), :data:`BACKGROUND` (0), :data:`IGNORE` (-1).
+
+Our exact reading (see also ``docs/geometry.md``):
+
+* A face is *valid* unless it is marked ignore or has zero/negative width or height; only valid
+  faces make positives.
+* Stage 1: an anchor whose best IoU with a valid face is ``>= positive_iou`` (0.35) is positive,
+  assigned to that face (ties: the lower face index). Each valid face's best anchor (ties: the lower
+  anchor index) is also forced positive and assigned to that face, but only when that IoU is
+  ``> min_iou`` (0.1): a face that no anchor overlaps above 0.1 stays unmatched. When several
+  faces have the same best anchor, it goes to the face it overlaps most (ties: the lower index).
+* Stage 2 (``scale_compensation``): ``N = floor(mean + 0.5)`` of the stage-1 anchor counts of the
+  faces that got at least one (per image). Each valid face with ``n < N`` stage-1 anchors takes
+  its anchors with IoU ``> min_iou`` that are not already positive, best IoU first (ties: the lower
+  anchor index), until it has ``N`` in total ("top-N" of S3FD, its own stage-1 anchors counting
+  towards the N). An anchor wanted by two such faces goes to the face it overlaps most (ties: the
+  lower face index); the other face does not take a replacement.
+* An anchor that is not positive and has IoU ``>= ignore_iou`` with a face that is not valid is
+  :data:`IGNORE`; every other anchor is :data:`BACKGROUND`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from ufssd.config import MatchConfig
+from ufssd.geometry.pairs import BoxIndex, overlapping_pairs, paired_iou
+
+__all__ = ["POSITIVE", "BACKGROUND", "IGNORE", "match_anchors", "valid_faces"]
+
+POSITIVE = 1
+BACKGROUND = 0
+IGNORE = -1
+
+
+def valid_faces(gt_boxes: Tensor, gt_ignore: Tensor) -> Tensor:
+    """``(G,)`` bool: faces that may make positives (not ignored, width and height > 0)."""
+    wh = gt_boxes[:, 2:] - gt_boxes[:, :2]
+    return ~gt_ignore & (wh > 0).all(dim=1)
+
+
+def _check_inputs(anchors: Tensor, gt_boxes: Tensor, gt_ignore: Tensor) -> None:
+    if anchors.ndim != 2 or anchors.shape[1] != 4:
+        raise ValueError(f"anchors must be (A, 4), got shape {tuple(anchors.shape)}")
+    if gt_boxes.ndim != 2 or gt_boxes.shape[1] != 4:
+        raise ValueError(f"gt_boxes must be (G, 4), got shape {tuple(gt_boxes.shape)}")
+    if gt_ignore.shape != gt_boxes.shape[:1]:
+        raise ValueError(
+            f"gt_ignore must be (G,) = {tuple(gt_boxes.shape[:1])}, got shape {tuple(gt_ignore.shape)}"
+        )
+    if not torch.isfinite(gt_boxes).all():
+        raise ValueError("gt_boxes contains NaN or infinite coordinates")
+
+
+def _check_config(cfg: MatchConfig) -> None:
+    # only overlapping pairs are examined, so every "IoU >= t" threshold must be > 0
+    if not (cfg.positive_iou > 0 and cfg.ignore_iou > 0 and cfg.min_iou >= 0):
+        raise ValueError(
+            "MatchConfig needs positive_iou > 0, ignore_iou > 0 and min_iou >= 0, got "
+            f"{cfg.positive_iou}, {cfg.ignore_iou}, {cfg.min_iou}"
+        )
+
+
+
+
+def _best_per_key(key: Tensor, other: Tensor, value: Tensor, size: int) -> tuple[Tensor, Tensor, Tensor]:
+    """For each distinct ``key`` among ``(P,)`` pairs, the pair of highest ``value`` (ties: the lower
+    ``other``). Returns ``keys (K,)`` ascending, their ``other (K,)`` and ``value (K,)``."""
+    best = torch.full((size,), float("-inf"), dtype=value.dtype, device=value.device)
+    best.scatter_reduce_(0, key, value, reduce="amax")
+    top = value == best[key]
+    none = torch.iinfo(torch.int64).max
+    pick = torch.full((size,), none, dtype=torch.int64, device=value.device)
+    pick.scatter_reduce_(0, key[top], other[top], reduce="amin")
+    keys = torch.nonzero(pick != none, as_tuple=True)[0]
+    return keys, pick[keys], best[keys]
+
+
+def _rank_within_face(face: Tensor, iou: Tensor, num_faces: int) -> tuple[Tensor, Tensor]:
+    """Order ``(P,)`` candidates, given sorted by (face, anchor), by face, then IoU descending, then
+    anchor; return that permutation ``(P,)`` and each ordered candidate's 0-based rank in its face."""
+    by_iou = torch.argsort(iou, descending=True, stable=True)
+    order = by_iou[torch.argsort(face[by_iou], stable=True)]
+    face_sorted = face[order]
+    counts = torch.bincount(face_sorted, minlength=num_faces)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(order.numel(), device=order.device) - starts[face_sorted]
+    return order, rank
+
+
+def _mean_count(counts: Tensor) -> Tensor:
+    """S3FD's N: the mean stage-1 anchor count over faces that have any, rounded half up."""
+    return torch.floor(counts[counts > 0].double().mean() + 0.5).to(torch.int64)
+
+
+def match_anchors(
+    anchors: Tensor,
+    gt_boxes: Tensor,
+    gt_ignore: Tensor,
+    cfg: MatchConfig,
+    *,
+    anchor_index: BoxIndex | None = None,
+) -> tuple[Tensor, Tensor]:
+    """S3FD two-stage matching with scale compensation (exact rules in the module docstring).
+
+    Only (face, anchor) pairs that overlap are examined (:func:`overlapping_pairs`); IoUs are
+    float, computed by :func:`paired_iou`.
+
+    Args:
+        anchors: ``(A, 4)`` float xyxy, input pixels.
+        gt_boxes: ``(G, 4)`` float xyxy face boxes (``G`` may be 0).
+        gt_ignore: ``(G,)`` bool, faces marked ignore.
+        cfg: thresholds and the stage-2 switch.
+        anchor_index: ``build_box_index(anchors)``, to share between the images of a batch
+            (optional; built here when not given).
+    Returns:
+        labels: ``(A,)`` int64 in {POSITIVE, BACKGROUND, IGNORE}.
+        matched_boxes: ``(A, 4)`` float (dtype of ``anchors``), the assigned face box of each
+        positive; zeros elsewhere.
+    """
+    _check_inputs(anchors, gt_boxes, gt_ignore)
+    _check_config(cfg)
+    device = anchors.device
+    num_anchors, num_faces = anchors.shape[0], gt_boxes.shape[0]
+    labels = torch.full((num_anchors,), BACKGROUND, dtype=torch.int64, device=device)
+    matched = torch.zeros((num_anchors, 4), dtype=anchors.dtype, device=device)
+    if num_faces == 0 or num_anchors == 0:
+        return labels, matched
+
+    gt_boxes = gt_boxes.to(device=device, dtype=anchors.dtype)
+    valid = valid_faces(gt_boxes, gt_ignore.to(device=device, dtype=torch.bool))
+    if anchor_index is not None and anchor_index.boxes.shape != anchors.shape:
+        raise ValueError("anchor_index was built for other anchors")
+    floor = min(cfg.positive_iou, cfg.ignore_iou, cfg.min_iou)  # no pair below it matters
+    pair_face, pair_anchor = overlapping_pairs(
+        gt_boxes, anchors if anchor_index is None else anchor_index, iou_floor=floor
+    )  # (P,) each
+    pair_iou = paired_iou(gt_boxes[pair_face], anchors[pair_anchor])  # (P,)
+
+    # anchors near a face that is not valid: IGNORE unless they become positive
+    near_ignored = torch.zeros(num_anchors, dtype=torch.bool, device=device)
+    near_ignored[pair_anchor[~valid[pair_face] & (pair_iou >= cfg.ignore_iou)]] = True
+
+    keep = valid[pair_face]
+    face_v, anchor_v, iou_v = pair_face[keep], pair_anchor[keep], pair_iou[keep]
+    positive = torch.zeros(num_anchors, dtype=torch.bool, device=device)
+    face_of = torch.zeros(num_anchors, dtype=torch.int64, device=device)
+
+    # stage 1a: IoU >= positive_iou with the best valid face (ties: the lower face index)
+    idx, best_face, best_iou = _best_per_key(anchor_v, face_v, iou_v, num_anchors)
+    strong = best_iou >= cfg.positive_iou
+    positive[idx[strong]] = True
+    face_of[idx[strong]] = best_face[strong]
+
+    # stage 1b: each face's best anchor (ties: the lower anchor index) when its IoU > min_iou;
+    # an anchor that is the best of several faces goes to the one it overlaps most
+    faces, best_anchor, best_anchor_iou = _best_per_key(face_v, anchor_v, iou_v, num_faces)
+    forcing = best_anchor_iou > cfg.min_iou
+    idx, forced_face, _ = _best_per_key(
+        best_anchor[forcing], faces[forcing], best_anchor_iou[forcing], num_anchors
+    )
+    positive[idx] = True
+    face_of[idx] = forced_face
+
+    # stage 2: scale compensation, topping up faces with fewer than N anchors
+    counts = torch.bincount(face_of[positive], minlength=num_faces)
+    if cfg.scale_compensation and bool((counts > 0).any()):
+        need = (_mean_count(counts) - counts).clamp(min=0)  # (G,), 0 for invalid faces: no pairs
+        cand = (iou_v > cfg.min_iou) & (need[face_v] > 0) & ~positive[anchor_v]
+        cand_face, cand_anchor, cand_iou = face_v[cand], anchor_v[cand], iou_v[cand]
+        order, rank = _rank_within_face(cand_face, cand_iou, num_faces)
+        take = order[rank < need[cand_face[order]]]
+        idx, new_face, _ = _best_per_key(cand_anchor[take], cand_face[take], cand_iou[take], num_anchors)
+        positive[idx] = True
+        face_of[idx] = new_face
+
+    labels[near_ignored & ~positive] = IGNORE
+    labels[positive] = POSITIVE
+    matched[positive] = gt_boxes[face_of[positive]]
+    return labels, matched

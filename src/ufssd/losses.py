@@ -1,0 +1,140 @@
+"""The training loss (paper Sec. 3.4): ``L = lambda1 * L_mask + lambda2 * L_C+L``.
+
+* :func:`mask_loss` - Eq. 4, the FFMM mask cross-entropy.
+* :func:`detection_loss` - Eq. 5, softmax cross-entropy over positives and hard-mined negatives
+  plus Smooth L1 over positives.
+* :func:`ufssd_loss` - the weighted sum, what the trainer calls.
+
+Labels come from :func:`ufssd.geometry.match_anchors` (POSITIVE / BACKGROUND / IGNORE); IGNORE
+anchors take part in no term.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ufssd.config import LossConfig
+from ufssd.geometry.matching import BACKGROUND, POSITIVE
+
+__all__ = ["ufssd_loss", "detection_loss", "mask_loss", "hard_negatives"]
+
+
+def hard_negatives(background_loss: Tensor, labels: Tensor, neg_pos_ratio: int, min_negatives: int) -> Tensor:
+    """Hard negative mining per image (SSD, [choice] 3:1).
+
+    An image with ``P > 0`` positives takes its ``neg_pos_ratio * P`` BACKGROUND anchors of highest
+    background loss; an image with no positive takes ``min_negatives`` of them; never more than it
+    has. Ties: the lower anchor index. IGNORE and POSITIVE anchors are never negatives.
+
+    Args:
+        background_loss: ``(N, A)`` loss of each anchor if it were background (no gradient needed).
+        labels: ``(N, A)`` int64.
+    Returns:
+        ``(N, A)`` bool, the mined negatives.
+    """
+    is_background = labels == BACKGROUND
+    num_pos = (labels == POSITIVE).sum(dim=1)
+    wanted = torch.where(num_pos > 0, num_pos * int(neg_pos_ratio), int(min_negatives))
+    num_neg = torch.minimum(wanted, is_background.sum(dim=1))  # (N,)
+    score = background_loss.detach().float().masked_fill(~is_background, float("-inf"))
+    order = torch.sort(score, dim=1, descending=True, stable=True).indices
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
+    return (rank < num_neg[:, None]) & is_background
+
+
+def detection_loss(
+    cls_logits: Tensor, box_deltas: Tensor, labels: Tensor, target_deltas: Tensor, cfg: LossConfig
+) -> tuple[Tensor, Tensor]:
+    """Eq. 5: ``L_C+L = lambda3 / N_conf * sum CE + 1 / N_loc * sum SmoothL1``.
+
+    ``N_conf`` = positives + mined negatives over the batch, ``N_loc`` = positives over the batch
+    (each at least 1, so a batch with no face has ``loc == 0`` exactly and a finite ``cls``).
+
+    Args:
+        cls_logits: ``(N, A, 2)``, channel 0 background, 1 face.
+        box_deltas: ``(N, A, 4)``.
+        labels: ``(N, A)`` int64 in {POSITIVE, BACKGROUND, IGNORE}.
+        target_deltas: ``(N, A, 4)`` encoded face boxes (used at positives only).
+    Returns:
+        cls: ``lambda3 / N_conf * sum CE``; loc: ``1 / N_loc * sum SmoothL1`` (scalars).
+    """
+    n, a = labels.shape
+    if cls_logits.shape != (n, a, 2):
+        raise ValueError(f"cls_logits must be (N, A, 2) = ({n}, {a}, 2), got {tuple(cls_logits.shape)}")
+    if box_deltas.shape != (n, a, 4) or target_deltas.shape != (n, a, 4):
+        raise ValueError(
+            f"box_deltas and target_deltas must be (N, A, 4) = ({n}, {a}, 4), got "
+            f"{tuple(box_deltas.shape)} and {tuple(target_deltas.shape)}"
+        )
+    positive = labels == POSITIVE
+    logits = cls_logits.float()
+    ce = F.cross_entropy(logits.reshape(-1, 2), positive.reshape(-1).long(), reduction="none").view(n, a)
+    negative = hard_negatives(ce.detach(), labels, cfg.neg_pos_ratio, cfg.min_negatives)
+    used = positive | negative
+    n_conf = used.sum().clamp(min=1)
+    cls = cfg.lambda_conf * ce[used].sum() / n_conf
+    n_loc = positive.sum().clamp(min=1)
+    loc = F.smooth_l1_loss(
+        box_deltas.float()[positive], target_deltas.float()[positive], reduction="sum", beta=1.0
+    ) / n_loc
+    return cls, loc
+
+
+def mask_loss(mask_logits: Sequence[Tensor], gt_masks: Sequence[Tensor], reduction: str = "mean") -> Tensor:
+    """Eq. 4 read as the ordinary cross-entropy ``-sum_i Y_i log M_i``, ``M = softmax`` (Eq. 1).
+
+    ``"mean"`` ([choice], default): averaged over the cells (and images) of each masked level,
+    then summed over levels. ``"sum"`` (the paper's literal Eq. 4): summed over the ``H_l x W_l``
+    cells of each level, averaged over the images, summed over levels.
+
+    Args:
+        mask_logits: one ``(N, 2, H_l, W_l)`` per masked level (channel 1 = face).
+        gt_masks: one ``(N, H_l, W_l)`` 0/1 per masked level, same order.
+    Returns:
+        scalar; 0 when there are no masked levels.
+    """
+    if len(mask_logits) != len(gt_masks):
+        raise ValueError(f"{len(mask_logits)} mask logit maps but {len(gt_masks)} ground-truth masks")
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"unknown mask reduction {reduction!r}; expected 'mean' or 'sum'")
+    total = None
+    for level, (logits, target) in enumerate(zip(mask_logits, gt_masks)):
+        n, c, h, w = logits.shape
+        if c != 2 or tuple(target.shape) != (n, h, w):
+            raise ValueError(
+                f"masked level #{level}: logits {tuple(logits.shape)} need (N, 2, H, W) and the ground "
+                f"truth (N, H, W), got {tuple(target.shape)}"
+            )
+        ce = F.cross_entropy(logits.float(), (target > 0.5).long(), reduction="sum")
+        term = ce / (n * h * w) if reduction == "mean" else ce / n
+        total = term if total is None else total + term
+    if total is None:
+        return torch.zeros(())
+    return total
+
+
+def ufssd_loss(
+    output: Any, labels: Tensor, target_deltas: Tensor, gt_masks: Sequence[Tensor], cfg: LossConfig
+) -> dict[str, Tensor]:
+    """``L = lambda_mask * L_mask + lambda_det * (cls + loc)`` (Sec. 3.4, Eqs. 4-5).
+
+    Args:
+        output: the model's raw output; needs ``cls_logits (N, A, 2)``, ``box_deltas (N, A, 4)``
+            and ``mask_logits`` (one ``(N, 2, H_l, W_l)`` per FFMM level, possibly none).
+        labels: ``(N, A)`` int64 from matching.
+        target_deltas: ``(N, A, 4)``.
+        gt_masks: one ``(N, H_l, W_l)`` per FFMM level, in ``model.ffmm_levels`` order.
+        cfg: weights, mining and the mask reduction.
+    Returns:
+        ``{"loss", "cls", "loc", "mask"}``: scalars; ``cls`` already includes ``lambda_conf``
+        (it is Eq. 5's first term), ``loss`` is what to back-propagate.
+    """
+    cls, loc = detection_loss(output.cls_logits, output.box_deltas, labels, target_deltas, cfg)
+    mask = mask_loss(tuple(output.mask_logits), gt_masks, cfg.mask_reduction).to(cls.device)
+    loss = cfg.lambda_mask * mask + cfg.lambda_det * (cls + loc)
+    return {"loss": loss, "cls": cls, "loc": loc, "mask": mask}

@@ -1,0 +1,129 @@
+"""Loss invariants: Eq. 5 with hard negative mining, Eq. 4 mean vs sum, no-face batches."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ufssd.config import LossConfig
+from ufssd.geometry import BACKGROUND, IGNORE, POSITIVE
+from ufssd.losses import hard_negatives, mask_loss, ufssd_loss
+
+CFG = LossConfig()
+
+
+class Out(NamedTuple):  # duck-types the model's RawOutput
+    cls_logits: torch.Tensor
+    box_deltas: torch.Tensor
+    mask_logits: tuple = ()
+
+
+def _batch(n=2, a=200, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, a, 2, generator=gen)
+    deltas = torch.randn(n, a, 4, generator=gen)
+    targets = torch.randn(n, a, 4, generator=gen)
+    labels = torch.zeros(n, a, dtype=torch.int64)
+    return logits, deltas, targets, labels
+
+
+def test_no_face_batch_is_finite_with_zero_loc():
+    logits, deltas, targets, labels = _batch()
+    logits.requires_grad_(True)
+    deltas.requires_grad_(True)
+    out = ufssd_loss(Out(logits, deltas), labels, targets, [], CFG)
+    assert out["loc"].item() == 0.0
+    assert torch.isfinite(out["loss"]) and out["loss"] > 0
+    # 16 hardest negatives per image, lambda3 / N_conf with N_conf = 32
+    bg = F.cross_entropy(logits.detach().reshape(-1, 2), torch.zeros(400, dtype=torch.long), reduction="none").view(2, 200)
+    expected = CFG.lambda_conf * bg.topk(16, dim=1).values.sum() / 32
+    assert out["cls"].item() == pytest.approx(expected.item(), rel=1e-5)
+    out["loss"].backward()
+    assert torch.isfinite(logits.grad).all() and (deltas.grad == 0).all()
+
+
+def test_hard_negative_count_is_three_times_positives():
+    logits, deltas, targets, labels = _batch()
+    labels[0, [3, 50]] = POSITIVE
+    labels[1, 7] = POSITIVE
+    labels[1, 10:20] = IGNORE
+    ce = F.cross_entropy(logits.reshape(-1, 2), torch.zeros(400, dtype=torch.long), reduction="none").view(2, 200)
+    neg = hard_negatives(ce, labels, 3, 16)
+    assert neg.sum(dim=1).tolist() == [6, 3]
+    assert not (neg & (labels != BACKGROUND)).any()
+    # they are the highest-loss background anchors of each image
+    masked = ce.masked_fill(labels != BACKGROUND, float("-inf"))
+    assert set(torch.nonzero(neg[0]).flatten().tolist()) == set(masked[0].topk(6).indices.tolist())
+    # and the cls term is lambda3 / (3 + 9) * (CE of positives + CE of mined negatives)
+    pos_ce = F.cross_entropy(logits[labels == POSITIVE], torch.ones(3, dtype=torch.long), reduction="sum")
+    out = ufssd_loss(Out(logits, deltas), labels, targets, [], CFG)
+    assert out["cls"].item() == pytest.approx((CFG.lambda_conf * (pos_ce + ce[neg].sum()) / 12).item(), rel=1e-5)
+    # loc: Smooth L1 (beta 1) summed over the 3 positives / 3
+    pos = labels == POSITIVE
+    loc = F.smooth_l1_loss(deltas[pos], targets[pos], reduction="sum") / 3
+    assert out["loc"].item() == pytest.approx(loc.item(), rel=1e-6)
+
+
+def test_negatives_capped_by_available_background():
+    labels = torch.full((1, 10), IGNORE)
+    labels[0, :2] = POSITIVE
+    labels[0, 2:4] = BACKGROUND
+    assert hard_negatives(torch.rand(1, 10), labels, 3, 16).sum() == 2
+
+
+def test_perfect_logits_beat_wrong_ones():
+    _, deltas, targets, labels = _batch()
+    labels[:, :5] = POSITIVE
+    face = (labels == POSITIVE).float()
+    perfect = torch.stack([(1 - face) * 10, face * 10], -1)
+    wrong = torch.stack([face * 10, (1 - face) * 10], -1)
+    good = ufssd_loss(Out(perfect, targets.clone()), labels, targets, [], CFG)
+    bad = ufssd_loss(Out(wrong, deltas), labels, targets, [], CFG)
+    assert good["loss"] < bad["loss"]
+    assert good["cls"] < 1e-3 and good["loc"] == 0
+
+
+def test_ignore_anchors_contribute_nothing():
+    logits, deltas, targets, labels = _batch(seed=1)
+    labels[0, :4] = POSITIVE
+    labels[:, 100:150] = IGNORE
+    base = ufssd_loss(Out(logits, deltas), labels, targets, [], CFG)
+    changed_logits, changed_deltas = logits.clone(), deltas.clone()
+    changed_logits[:, 100:150] = torch.tensor([-50.0, 50.0])  # would be the hardest negatives
+    changed_deltas[:, 100:150] = 99.0
+    other = ufssd_loss(Out(changed_logits, changed_deltas), labels, targets, [], CFG)
+    for key in ("loss", "cls", "loc"):
+        assert other[key].item() == base[key].item()
+
+
+def test_mask_loss_mean_vs_sum_and_weights():
+    gen = torch.Generator().manual_seed(2)
+    levels = [torch.randn(2, 2, 8, 6, generator=gen), torch.randn(2, 2, 4, 3, generator=gen)]
+    gts = [(torch.rand(2, 8, 6, generator=gen) > 0.7).float(), (torch.rand(2, 4, 3, generator=gen) > 0.5).float()]
+    mean = [mask_loss([l], [g], "mean") for l, g in zip(levels, gts)]
+    total = [mask_loss([l], [g], "sum") for l, g in zip(levels, gts)]
+    assert total[0].item() == pytest.approx(mean[0].item() * 48, rel=1e-5)
+    assert total[1].item() == pytest.approx(mean[1].item() * 12, rel=1e-5)
+    assert mask_loss(levels, gts, "mean").item() == pytest.approx((mean[0] + mean[1]).item(), rel=1e-6)
+    ce = F.cross_entropy(levels[0], gts[0].long())
+    assert mean[0].item() == pytest.approx(ce.item(), rel=1e-6)
+    # in the total loss, weighted by lambda_mask
+    logits, deltas, targets, labels = _batch(a=10)
+    cfg = dataclasses.replace(CFG, lambda_mask=2.0, mask_reduction="sum")
+    out = ufssd_loss(Out(logits, deltas, tuple(levels)), labels, targets, gts, cfg)
+    assert out["mask"].item() == pytest.approx((total[0] + total[1]).item(), rel=1e-6)
+    assert out["loss"].item() == pytest.approx((2 * out["mask"] + out["cls"] + out["loc"]).item(), rel=1e-6)
+    with pytest.raises(ValueError):
+        mask_loss(levels, gts[:1])
+    with pytest.raises(ValueError):
+        mask_loss(levels, gts, "median")
+
+
+def test_shape_mismatch_raises():
+    logits, deltas, targets, labels = _batch()
+    with pytest.raises(ValueError):
+        ufssd_loss(Out(logits[:, :10], deltas), labels, targets, [], CFG)
