@@ -43,7 +43,8 @@ def hard_negatives(background_loss: Tensor, labels: Tensor, neg_pos_ratio: int, 
     num_neg = torch.minimum(wanted, is_background.sum(dim=1))  # (N,)
     score = background_loss.detach().float().masked_fill(~is_background, float("-inf"))
     order = torch.sort(score, dim=1, descending=True, stable=True).indices
-    rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
+    positions = torch.arange(order.shape[1], device=order.device).expand_as(order)
+    rank = torch.empty_like(order).scatter_(1, order, positions)  # rank of each anchor
     return (rank < num_neg[:, None]) & is_background
 
 

@@ -4,8 +4,8 @@ For a masked level ``l`` of ``H_l x W_l`` cells on an ``H x W`` input, cell ``(y
 the input point of Eq. 3 (:func:`mask_cell_centres`). Around that point sit ``K`` square boxes
 (:func:`mask_square_sides`); the cell's ground truth is ``G = 1`` iff some square has IoU
 ``> Th_GT`` (``GTMaskConfig.iou_threshold``, 1e-3) with some face box, in float arithmetic
-(:func:`square_overlap`, :func:`square_face_iou`). Faces of zero or negative width or height never mark a cell; ignored
-faces mark cells when ``GTMaskConfig.ignored_faces_count`` (the default).
+(:func:`square_overlap`, :func:`square_face_iou`). Faces of zero or negative width or height
+never mark a cell; ignored faces mark cells when ``GTMaskConfig.ignored_faces_count`` (default).
 
 Only the window of cells whose largest square can reach a face is examined, so the cost grows
 with the faces' area in cells, not with ``faces x cells``.
@@ -84,7 +84,9 @@ def square_overlap(centres: Tensor, sides: Tensor, lo: Tensor, hi: Tensor) -> Te
         ``(Q, K)`` float, ``>= 0``.
     """
     half = sides[None, :] / 2
-    return (torch.minimum(centres[:, None] + half, hi[:, None]) - torch.maximum(centres[:, None] - half, lo[:, None])).clamp(min=0)
+    right = torch.minimum(centres[:, None] + half, hi[:, None])
+    left = torch.maximum(centres[:, None] - half, lo[:, None])
+    return (right - left).clamp(min=0)
 
 
 def _ranges(start: Tensor, count: Tensor) -> tuple[Tensor, Tensor]:
@@ -117,14 +119,21 @@ def _level_mask(
     face_y, row = _ranges(i0, nh)
     ox = square_overlap(cx[col], sides, faces[face_x, 0], faces[face_x, 2])  # (sum nw, K)
     oy = square_overlap(cy[row], sides, faces[face_y, 1], faces[face_y, 3])  # (sum nh, K)
-    # every (face, row, column) of the windows
-    face, local = _ranges(torch.zeros_like(nw), nw * nh)
-    width = nw[face]
-    x_at = torch.cumsum(nw, 0)[face] - width + local % width
-    y_at = torch.cumsum(nh, 0)[face] - nh[face] + local // width
+    # every (face, row, column) of the windows, as positions in the column and row lists above
+    # (repeat_interleave and index_select rather than fancy indexing: this is the hot loop)
+    count = nw * nh
+    face = torch.repeat_interleave(torch.arange(faces.shape[0], device=device), count)
+    width = torch.repeat_interleave(nw, count)
+    first = torch.repeat_interleave(torch.cumsum(count, 0) - count, count)
+    local = torch.arange(face.numel(), device=device) - first
+    x_at = torch.repeat_interleave(torch.cumsum(nw, 0) - nw, count) + local % width
+    y_at = torch.repeat_interleave(torch.cumsum(nh, 0) - nh, count) + local // width
     area = (faces[:, 2] - faces[:, 0]) * (faces[:, 3] - faces[:, 1])
-    hit = (square_face_iou(ox[x_at], oy[y_at], sides, area[face]) > threshold).any(dim=1)
-    mask[row[y_at[hit]], col[x_at[hit]]] = 1.0
+    iou = square_face_iou(
+        ox.index_select(0, x_at), oy.index_select(0, y_at), sides, area.index_select(0, face)
+    )  # (P, K)
+    hit = (iou > threshold).any(dim=1)
+    mask[row.index_select(0, y_at[hit]), col.index_select(0, x_at[hit])] = 1.0
     return mask
 
 

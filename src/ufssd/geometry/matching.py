@@ -137,7 +137,7 @@ def match_anchors(
     pair_face, pair_anchor = overlapping_pairs(
         gt_boxes, anchors if anchor_index is None else anchor_index, iou_floor=floor
     )  # (P,) each
-    pair_iou = paired_iou(gt_boxes[pair_face], anchors[pair_anchor])  # (P,)
+    pair_iou = paired_iou(gt_boxes.index_select(0, pair_face), anchors.index_select(0, pair_anchor))  # (P,)
 
     # anchors near a face that is not valid: IGNORE unless they become positive
     near_ignored = torch.zeros(num_anchors, dtype=torch.bool, device=device)
@@ -167,7 +167,7 @@ def match_anchors(
     # stage 2: scale compensation, topping up faces with fewer than N anchors
     counts = torch.bincount(face_of[positive], minlength=num_faces)
     if cfg.scale_compensation and bool((counts > 0).any()):
-        need = (_mean_count(counts) - counts).clamp(min=0)  # (G,), 0 for invalid faces: no pairs
+        need = (_mean_count(counts) - counts).clamp(min=0)  # (G,); face_v holds valid faces only
         cand = (iou_v > cfg.min_iou) & (need[face_v] > 0) & ~positive[anchor_v]
         cand_face, cand_anchor, cand_iou = face_v[cand], anchor_v[cand], iou_v[cand]
         order, rank = _rank_within_face(cand_face, cand_iou, num_faces)

@@ -30,6 +30,8 @@ class BoxIndex(NamedTuple):
     col_end: Tensor  # (U,) int64, one past its last position
     col_hmin: Tensor  # (U,) float64, smallest box height in the column
     col_hmax: Tensor  # (U,) float64, largest box height in the column
+    y1: Tensor  # (A,) contiguous copies of the boxes' y1 and y2 (fast gathers)
+    y2: Tensor
     order: Tensor  # (A,) int64, box indices sorted by (column, y1)
     key: Tensor  # (A,) float64, column * span + (y1 - y_min), ascending (aligned with `order`)
     span: float
@@ -67,7 +69,18 @@ def build_box_index(others: Tensor) -> BoxIndex:
     col_hmin = torch.zeros(num_cols, dtype=torch.float64, device=device)
     col_hmin.scatter_reduce_(0, col_of, heights, reduce="amin", include_self=False)
     return BoxIndex(
-        others, cols, col_end - col_count, col_end, col_hmin, col_hmax, order, key, span, y_min
+        boxes=others,
+        cols=cols,
+        col_start=col_end - col_count,
+        col_end=col_end,
+        col_hmin=col_hmin,
+        col_hmax=col_hmax,
+        y1=others[:, 1].contiguous(),
+        y2=others[:, 3].contiguous(),
+        order=order,
+        key=key,
+        span=span,
+        y_min=y_min,
     )
 
 
@@ -111,11 +124,11 @@ def overlapping_pairs(
     wanted = torch.minimum(bx2, cols[None, :, 1]) > torch.maximum(bx1, cols[None, :, 0])  # (G, U)
     if iou_floor > 0:
         # IoU <= min(w) * min(h) / max(area): inter is at most that, union at least this
-        bw, bh = (bx2 - bx1).double(), (boxes[:, None, 3] - boxes[:, None, 1]).double()
-        cw = (cols[:, 1] - cols[:, 0]).double()[None, :]
-        inter_max = torch.minimum(bw, cw) * torch.minimum(bh, index.col_hmax[None, :])
-        union_min = torch.maximum(bw * bh, cw * index.col_hmin[None, :])
-        wanted &= inter_max >= iou_floor * union_min * (1.0 - 1e-6)  # slack for rounding
+        bw, bh = bx2 - bx1, boxes[:, None, 3] - boxes[:, None, 1]
+        cw = (cols[:, 1] - cols[:, 0])[None, :]
+        inter_max = torch.minimum(bw, cw) * torch.minimum(bh, index.col_hmax.to(bh.dtype)[None, :])
+        union_min = torch.maximum(bw * bh, cw * index.col_hmin.to(bh.dtype)[None, :])
+        wanted &= inter_max >= union_min * (iou_floor * (1.0 - 1e-4))  # slack for rounding
     bi, ci = torch.nonzero(wanted, as_tuple=True)
     if bi.numel() == 0:
         return _empty_pairs(device)
@@ -132,10 +145,12 @@ def overlapping_pairs(
         return _empty_pairs(device)
     i = torch.repeat_interleave(bi, run)
     offset = torch.arange(total, device=device) - torch.repeat_interleave(torch.cumsum(run, 0) - run, run)
-    j = index.order[torch.repeat_interleave(lo, run) + offset]
+    j = index.order.index_select(0, torch.repeat_interleave(lo, run) + offset)
 
     # exact test in y (x is exact by construction), then the canonical order
-    keep = torch.minimum(boxes[i, 3], index.boxes[j, 3]) > torch.maximum(boxes[i, 1], index.boxes[j, 1])
+    top = torch.maximum(boxes[:, 1].contiguous().index_select(0, i), index.y1.index_select(0, j))
+    bottom = torch.minimum(boxes[:, 3].contiguous().index_select(0, i), index.y2.index_select(0, j))
+    keep = bottom > top
     i, j = i[keep], j[keep]
     canonical = torch.argsort(i * num_others + j)
     return i[canonical], j[canonical]
