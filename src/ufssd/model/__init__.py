@@ -1,6 +1,7 @@
 """The network: backbones, FEM / FFMM / MCDM, heads, the detector, input helpers, weight files."""
 
 from ufssd.model.detector import RawOutput, UFSSD, build_model, validate_model_config
+from ufssd.model.fuse import fuse_batchnorm
 from ufssd.model.modules import FEM, FFMM, MCDM, L2Norm
 from ufssd.model.serialization import WeightFileError, load_weights, save_weights
 from ufssd.model.transform import normalize, pad_to_multiple
@@ -14,6 +15,7 @@ __all__ = [
     "UFSSD",
     "WeightFileError",
     "build_model",
+    "fuse_batchnorm",
     "load_weights",
     "normalize",
     "pad_to_multiple",

@@ -46,6 +46,8 @@ def save_weights(path: str | os.PathLike, model: UFSSD) -> Path:
     """Write ``model``'s weights and config to a .safetensors file atomically; returns the path."""
     from safetensors.torch import save
 
+    if getattr(model, "batchnorm_fused", False):
+        raise ValueError("cannot save a model whose BatchNorm was fused (inference-only copy); save the original")
     path = Path(path)
     state = _cpu_state(model)
     metadata = {
