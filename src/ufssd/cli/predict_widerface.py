@@ -1,0 +1,91 @@
+"""``ufssd predict-widerface``: prediction files for the WIDER FACE evaluator (``ufssd evaluate``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ufssd.cli import CLIError
+from ufssd.cli.detect import add_model_arguments, detector_from_args
+
+HELP = "write WIDER FACE prediction files (then: ufssd evaluate)"
+
+DESCRIPTION = """\
+Detect faces in WIDER FACE images and write one <event>/<stem>.txt per image in the evaluator's
+format (x y w h score, floats, sorted by score; score threshold 0.01, NMS IoU 0.3, top 750).
+Prints the input policy used. Then: ufssd evaluate --pred PRED_DIR ...
+"""
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "predict-widerface", help=HELP, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--data-root", required=True, metavar="DIR",
+        help="the WIDER FACE folder (with WIDER_<split>/images), or an images folder with event sub-folders",
+    )
+    p.add_argument("--split", default="val", choices=("val", "train", "test"), help="default: val")
+    p.add_argument("--subset", metavar="LIST", help="a file of <event>/<name>.jpg lines (default: every image found)")
+    p.add_argument("--out", required=True, metavar="PRED_DIR", help="prediction folder (<event>/<stem>.txt)")
+    p.add_argument("--threshold", type=float, default=None, metavar="T", help="score threshold (default: 0.01)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_model_arguments(p)
+    p.set_defaults(func=run)
+
+
+def image_root(data_root: Path, split: str) -> Path:
+    for candidate in (data_root / f"WIDER_{split}" / "images", data_root / "images", data_root):
+        if candidate.is_dir() and any(p.is_dir() for p in candidate.iterdir()):
+            return candidate
+    raise CLIError(f"{data_root}: no WIDER_{split}/images folder with event sub-folders")
+
+
+def read_subset(path: Path) -> list[str]:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise CLIError(f"{path}: cannot read the subset list ({exc.strerror or exc})") from exc
+    names = [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
+    if not names:
+        raise CLIError(f"{path}: the subset list is empty")
+    return names
+
+
+def run(args: argparse.Namespace) -> int:
+    from ufssd.inference import InputError
+    from ufssd.inference.widerface import list_images, predict_widerface
+
+    data_root = Path(args.data_root)
+    if not data_root.is_dir():
+        raise CLIError(f"{data_root}: no such folder")
+    root = image_root(data_root, args.split)
+    names = read_subset(Path(args.subset)) if args.subset else list_images(root)
+    if not names:
+        raise CLIError(f"{root}: no <event>/<name>.jpg images")
+    missing = [n for n in names if not (root / n).is_file()]
+    if missing:
+        raise CLIError(f"{len(missing)} listed image(s) not under {root}, e.g. {missing[0]}")
+    detector = detector_from_args(args)
+    threshold = detector.config.inference.eval_score_threshold if args.threshold is None else args.threshold
+    tta = detector.tta
+    print(
+        f"ufssd predict-widerface: {len(names)} images from {root}; model {detector.config.name} "
+        f"({detector.source}, {detector.backend}); input policy: "
+        + detector.describe_input_policy().replace(
+            f"score >= {detector.inference.score_threshold:g}", f"score >= {threshold:g}"
+        ),
+        file=sys.stderr,
+    )
+    try:
+        summary = predict_widerface(
+            detector, root, names, args.out, tta=tta, progress=not args.no_progress, score_threshold=threshold
+        )
+    except InputError as exc:
+        raise CLIError(str(exc)) from exc
+    print(
+        f"ufssd predict-widerface: wrote {summary.images} files ({summary.detections} boxes) to {args.out}",
+        file=sys.stderr,
+    )
+    return 0

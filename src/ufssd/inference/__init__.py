@@ -1,0 +1,43 @@
+"""Finding faces: :class:`FaceDetector` (load, resize/pad, network, decode, NMS, TTA, ONNX).
+
+``ufssd.FaceDetector`` and ``ufssd.Detection`` are these names (imported lazily by ``ufssd``).
+"""
+
+from ufssd.inference.detector import DefaultWeightsMissingError, FaceDetector, default_weights_path
+from ufssd.inference.io import (
+    MAX_INPUT_PIXELS,
+    CorruptImageError,
+    EmptyImageError,
+    ImageTooLargeError,
+    InputError,
+    MissingInputError,
+    NoImagesFoundError,
+    NotAnImageError,
+    UnreadableVideoError,
+    load_image,
+)
+from ufssd.inference.postprocess import postprocess
+from ufssd.inference.results import Detection, DetectionResult
+from ufssd.inference.tta import TTAConfig
+from ufssd.inference.widerface import predict_widerface
+
+__all__ = [
+    "FaceDetector",
+    "Detection",
+    "DetectionResult",
+    "TTAConfig",
+    "postprocess",
+    "predict_widerface",
+    "load_image",
+    "default_weights_path",
+    "DefaultWeightsMissingError",
+    "MAX_INPUT_PIXELS",
+    "InputError",
+    "MissingInputError",
+    "EmptyImageError",
+    "NotAnImageError",
+    "CorruptImageError",
+    "ImageTooLargeError",
+    "UnreadableVideoError",
+    "NoImagesFoundError",
+]

@@ -1,0 +1,267 @@
+"""Running a detector over files, folders and videos and writing the results (``ufssd detect``).
+
+Outputs, for an input found as ``<relative>`` (its path inside a folder argument, or its file
+name for a file argument), with ``<base>`` = ``out_dir/<relative without suffix>``:
+
+* ``--json``: ``<base>.json`` per image (:meth:`DetectionResult.to_dict`), and per video one
+  ``<base>.json`` with a ``frames`` list;
+* ``--jsonl FILE``: one line per image or video frame, all inputs in one file;
+* ``--save-images``: ``<base>_faces<suffix>`` (annotated copy; videos as ``<base>_faces.mp4``).
+
+Every file is written atomically (a temporary file, then ``os.replace``), so a failure leaves no
+partial output; a target that is one of the inputs is refused (an input is never overwritten);
+two inputs with the same ``<base>`` get ``_2``, ``_3`` ... suffixes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from ufssd.inference.draw import draw_detections, encode_image
+from ufssd.inference.io import (
+    InputError,
+    InputFile,
+    VideoReader,
+    atomic_write_bytes,
+    atomic_write_text,
+    collect_inputs,
+    load_image,
+)
+from ufssd.inference.results import DetectionResult
+
+__all__ = ["detect_files", "FilesSummary", "OutputClashError"]
+
+_ENCODABLE = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+class OutputClashError(InputError):
+    """An output path would overwrite an input."""
+
+
+@dataclass
+class FilesSummary:
+    processed: int = 0  # images + videos done
+    frames: int = 0  # video frames done
+    faces: int = 0
+    failed: list[InputError] = field(default_factory=list)
+    written: list[Path] = field(default_factory=list)
+
+
+class _Outputs:
+    def __init__(self, out_dir: Path | None, inputs: Iterable[Path]) -> None:
+        self.out_dir = out_dir
+        self.inputs = {p.resolve() for p in inputs}
+        self.used: set[Path] = set()
+
+    def base(self, item: InputFile) -> Path:
+        assert self.out_dir is not None
+        stem = self.out_dir / item.relative.parent / item.relative.stem
+        candidate, n = stem, 1
+        while candidate in self.used:
+            n += 1
+            candidate = stem.with_name(f"{stem.name}_{n}")
+        self.used.add(candidate)
+        return candidate
+
+    def check(self, path: Path, item: InputFile) -> Path:
+        if path.resolve() in self.inputs:
+            raise OutputClashError(item.path, f"output {path} is an input; choose another --out")
+        return path
+
+
+def detect_files(
+    detector,
+    paths: Sequence[str | os.PathLike],
+    *,
+    out_dir: str | os.PathLike | None = None,
+    write_json: bool = False,
+    jsonl: str | os.PathLike | TextIO | None = None,
+    save_images: bool = False,
+    batch_size: int = 1,
+    video_stride: int = 1,
+    progress: bool = True,
+    on_error: Callable[[InputError], None] | None = None,
+    on_result: Callable[[InputFile, DetectionResult], None] | None = None,
+) -> FilesSummary:
+    """Detect faces in every image and video of ``paths`` (files and folders, recursively).
+
+    A bad input is reported through ``on_error`` (and in the summary) and the others go on.
+    ``jsonl`` may be a path (written atomically at the end) or an open text stream (e.g. stdout).
+    """
+    from tqdm import tqdm
+
+    if (write_json or save_images) and out_dir is None:
+        raise ValueError("out_dir is needed to write JSON files or annotated images")
+    if batch_size < 1 or video_stride < 1:
+        raise ValueError("batch_size and video_stride must be >= 1")
+    summary = FilesSummary()
+    items = collect_inputs(paths)
+    files = [i for i in items if isinstance(i, InputFile)]
+    outputs = _Outputs(Path(out_dir) if out_dir is not None else None, [f.path for f in files])
+
+    def fail(err: InputError) -> None:
+        summary.failed.append(err)
+        if on_error is not None:
+            on_error(err)
+
+    for item in items:
+        if isinstance(item, InputError):
+            fail(item)
+
+    jsonl_path: Path | None = None
+    jsonl_stream: TextIO | None = None
+    jsonl_tmp: str | None = None
+    if isinstance(jsonl, (str, os.PathLike)):
+        jsonl_path = Path(jsonl)
+        if jsonl_path.resolve() in outputs.inputs:
+            raise OutputClashError(jsonl_path, "the JSON lines file is an input; choose another path")
+        jsonl_path.parent.mkdir(parents=True, exist_ok=True)
+        fd, jsonl_tmp = tempfile.mkstemp(prefix=f".{jsonl_path.name}.", suffix=".tmp", dir=jsonl_path.parent)
+        jsonl_stream = os.fdopen(fd, "w", encoding="utf-8")
+    elif jsonl is not None:
+        jsonl_stream = jsonl
+
+    def emit_line(record: dict[str, Any]) -> None:
+        if jsonl_stream is not None:
+            jsonl_stream.write(json.dumps(record) + "\n")
+
+    def finish_image(item: InputFile, image: np.ndarray, result: DetectionResult) -> None:
+        writes: list[tuple[Path, bytes]] = []
+        if write_json or save_images:
+            base = outputs.base(item)
+            if write_json:
+                path = outputs.check(base.with_suffix(".json"), item)
+                writes.append((path, (result.to_json(indent=1) + "\n").encode()))
+            if save_images:
+                suffix = item.path.suffix.lower() if item.path.suffix.lower() in _ENCODABLE else ".png"
+                path = outputs.check(base.with_name(base.name + "_faces" + suffix), item)
+                writes.append((path, encode_image(draw_detections(image, result), suffix)))
+        for path, data in writes:
+            atomic_write_bytes(path, data)
+            summary.written.append(path)
+        emit_line(result.to_dict())
+        summary.processed += 1
+        summary.faces += len(result)
+        if on_result is not None:
+            on_result(item, result)
+
+    bar = tqdm(total=len(files), desc="detect", unit="file", disable=None if progress else True, dynamic_ncols=True)
+    try:
+        pending: list[tuple[InputFile, np.ndarray]] = []
+
+        def flush() -> None:
+            if not pending:
+                return
+            results = detector.detect([img for _, img in pending], batch_size=batch_size)
+            for (item, img), result in zip(pending, results):
+                result.source = str(item.path)
+                try:
+                    finish_image(item, img, result)
+                except InputError as err:
+                    fail(err)
+                bar.update(1)
+            pending.clear()
+
+        for item in files:
+            if item.kind == "video":
+                flush()
+                try:
+                    _detect_video(detector, item, outputs, write_json, save_images, batch_size, video_stride, emit_line, summary)
+                except InputError as err:
+                    fail(err)
+                bar.update(1)
+                continue
+            try:
+                image = load_image(item.path, pixel_limit=detector.pixel_limit)
+            except InputError as err:
+                fail(err)
+                bar.update(1)
+                continue
+            pending.append((item, image))
+            if len(pending) >= batch_size:
+                flush()
+        flush()
+    except BaseException:
+        if jsonl_tmp is not None:
+            jsonl_stream.close()
+            Path(jsonl_tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        bar.close()
+    if jsonl_tmp is not None:
+        jsonl_stream.close()
+        os.replace(jsonl_tmp, jsonl_path)
+        summary.written.append(jsonl_path)
+    elif jsonl_stream is not None:
+        jsonl_stream.flush()
+    return summary
+
+
+def _detect_video(detector, item, outputs, write_json, save_images, batch_size, stride, emit_line, summary) -> None:
+    import cv2
+
+    reader = VideoReader(item.path, pixel_limit=detector.pixel_limit)
+    base = outputs.base(item) if (write_json or save_images) else None
+    json_path = outputs.check(base.with_suffix(".json"), item) if write_json else None
+    video_path = outputs.check(base.with_name(base.name + "_faces.mp4"), item) if save_images else None
+    writer = tmp_video = None
+    frames: list[dict[str, Any]] = []
+    lines: list[dict[str, Any]] = []  # emitted only when the whole video succeeded
+    try:
+        if video_path is not None:
+            video_path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_video = tempfile.mkstemp(prefix=f".{video_path.stem}.", suffix=".mp4", dir=video_path.parent)
+            os.close(fd)
+            writer = cv2.VideoWriter(tmp_video, cv2.VideoWriter_fourcc(*"mp4v"), reader.fps / stride, (reader.width, reader.height))
+            if not writer.isOpened():
+                raise InputError(item.path, "cannot write the annotated video (no mp4v encoder in this OpenCV)")
+        batch: list[tuple[int, np.ndarray]] = []
+
+        def flush() -> None:
+            results = detector.detect([f for _, f in batch], batch_size=batch_size)
+            for (index, frame), result in zip(batch, results):
+                record = {"image": str(item.path), "frame": index, "time_s": round(index / reader.fps, 4)}
+                record.update({k: v for k, v in result.to_dict().items() if k != "image"})
+                lines.append(record)
+                frames.append({k: v for k, v in record.items() if k not in ("image", "width", "height")})
+                if writer is not None:
+                    writer.write(cv2.cvtColor(draw_detections(frame, result), cv2.COLOR_RGB2BGR))
+                summary.frames += 1
+                summary.faces += len(result)
+            batch.clear()
+
+        for index, frame in enumerate(reader):
+            if index % stride:
+                continue
+            batch.append((index, frame))
+            if len(batch) >= batch_size:
+                flush()
+        if batch:
+            flush()
+        if writer is not None:
+            writer.release()
+            writer = None
+            os.replace(tmp_video, video_path)
+            tmp_video = None
+            summary.written.append(video_path)
+        if json_path is not None:
+            doc = {"video": str(item.path), "width": reader.width, "height": reader.height, "fps": reader.fps, "frames": frames}
+            atomic_write_text(json_path, json.dumps(doc, indent=1) + "\n")
+            summary.written.append(json_path)
+        for record in lines:
+            emit_line(record)
+        summary.processed += 1
+    finally:
+        reader.close()
+        if writer is not None:
+            writer.release()
+        if tmp_video is not None:
+            Path(tmp_video).unlink(missing_ok=True)

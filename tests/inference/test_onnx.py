@@ -1,0 +1,79 @@
+"""ONNX export: parity with PyTorch, dynamic shapes, the onnxruntime backend."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from ufssd.inference import FaceDetector  # noqa: E402
+from ufssd.inference.export import ExportParityError, export_onnx, output_names  # noqa: E402
+from ufssd.inference.onnx_backend import OnnxRunner, create_session, read_onnx_config  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def exported(spread_model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("onnx") / "light_ffmm.onnx"
+    result = export_onnx(spread_model, path)
+    return path, result
+
+
+def test_export_parity_report(exported, spread_model):
+    path, result = exported
+    report = result.parity
+    assert path.is_file() and path.read_bytes() == result.data
+    assert report.ok, report.summary()
+    assert report.max_abs_diff < 1e-4
+    assert report.boxes > 0 and report.box_max_diff <= 0.5
+    assert 0.0 <= report.mask_flip_fraction < 1e-3
+    assert len(report.inputs) == 2  # a real photo, then a batch of two (dynamic batch/height/width)
+
+
+def test_graph_io_and_metadata(exported, spread_model):
+    path, _ = exported
+    session = create_session(path, num_threads=1)
+    assert [i.name for i in session.get_inputs()] == ["images"]
+    assert [o.name for o in session.get_outputs()] == output_names((0,)) == ["cls_logits", "box_deltas", "mask_logits_l0"]
+    assert read_onnx_config(session) == spread_model.config
+    # dynamic shapes: an input size never seen at export
+    x = torch.randn(3, 3, 128, 640)
+    cls, box, masks = OnnxRunner(session)(x)
+    with torch.inference_mode():
+        ref = spread_model(x)
+    assert cls.shape == ref.cls_logits.shape and box.shape == ref.box_deltas.shape
+    torch.testing.assert_close(cls, ref.cls_logits, atol=1e-4, rtol=0)
+    torch.testing.assert_close(masks[0], ref.mask_logits[0], atol=1e-4, rtol=0)
+
+
+def test_onnxruntime_backend_same_boxes(exported, spread_model):
+    path, _ = exported
+    image = np.random.default_rng(5).integers(0, 256, (333, 517, 3), dtype=np.uint8)
+    # a high threshold: a few hundred candidates, so neither the pre-NMS top-k nor the cap of
+    # 750 cuts through near-ties (1e-5 differences would legitimately swap boxes there)
+    ort_det = FaceDetector(weights=path, score_threshold=0.999, num_threads=1)
+    assert ort_det.backend == "onnxruntime"
+    torch_det = FaceDetector.from_model(spread_model, score_threshold=0.999)
+    a, b = ort_det.detect(image), torch_det.detect(image)
+    assert len(a) == len(b) > 10
+    np.testing.assert_allclose(a.boxes, b.boxes, atol=0.5)
+    np.testing.assert_allclose(a.scores, b.scores, atol=1e-4)
+    # an in-memory export when the backend is asked for with a torch model
+    mem = FaceDetector.from_model(spread_model, backend="onnxruntime", score_threshold=0.999)
+    np.testing.assert_allclose(mem.detect(image).boxes, b.boxes, atol=0.5)
+
+
+def test_parity_failure_writes_nothing(spread_model, tmp_path, monkeypatch):
+    import ufssd.inference.export as export
+
+    changed = __import__("copy").deepcopy(spread_model)
+    with torch.no_grad():
+        next(p for n, p in changed.named_parameters() if "heads" in n).add_(0.5)
+    bad_onnx = export._export_bytes(changed.eval(), 17)
+    monkeypatch.setattr(export, "_export_bytes", lambda model, opset: bad_onnx)
+    target = tmp_path / "bad.onnx"
+    with pytest.raises(ExportParityError, match="FAILED"):
+        export_onnx(spread_model, target)
+    assert not target.exists() and list(tmp_path.iterdir()) == []
