@@ -126,7 +126,17 @@ def run_bench(
     """Time every (backend, size, batch) combination (see the module doc)."""
     from ufssd.inference.detector import FaceDetector
 
+    previous = torch.get_num_threads()
     torch.set_num_threads(threads)
+    try:
+        return _run(model, sizes, backends, batches, threads, warmup, repeats, device, score_threshold, progress)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run(model, sizes, backends, batches, threads, warmup, repeats, device, score_threshold, progress) -> list[BenchRow]:
+    from ufssd.inference.detector import FaceDetector
+
     rows = []
     for backend in backends:
         detector = FaceDetector.from_model(

@@ -3,8 +3,8 @@ and by the trainer's periodic evaluation).
 
 One file per image, ``out_dir/<event>/<stem>.txt`` in the evaluator's format (see
 ``widerface-eval-protocol.md``, "Writing prediction files"), written by
-:func:`ufssd.evaluation.write_predictions` into a temporary file that then replaces the target,
-so an interrupted run leaves no partial file. Images are read without their EXIF orientation (the
+:func:`ufssd.evaluation.write_predictions`, which writes a temporary file and then replaces the
+target, so an interrupted run leaves no partial file. Images are read without their EXIF orientation (the
 annotations refer to the stored pixels).
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -78,15 +77,7 @@ def predict_widerface(
         image = load_image(image_root / rel, exif=False)
         result = detector.detect(image, score_threshold=score_threshold, tta=tta_cfg)
         target = out_dir / rel.parent / f"{rel.stem}.txt"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        os.close(fd)
-        try:
-            write_predictions(tmp, rel.stem, result.boxes, result.scores)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_predictions(target, rel.stem, result.boxes, result.scores)  # atomic (temp + replace)
         total += len(result)
     log.info("wrote %d prediction files (%d detections) to %s", len(names), total, out_dir)
     return PredictionSummary(len(names), total, out_dir, detector.describe_input_policy())

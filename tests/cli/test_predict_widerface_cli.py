@@ -1,0 +1,34 @@
+"""``ufssd predict-widerface``: the evaluator's format for every listed image, input policy printed."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ufssd.cli import main
+
+
+def test_predict_widerface_writes_every_file(widerface_dir, tmp_path, capsys):
+    names = (widerface_dir / "dev_images.txt").read_text().split()[:2]
+    subset = tmp_path / "subset.txt"
+    subset.write_text("\n".join(names) + "\n")
+    out = tmp_path / "pred"
+    args = ["predict-widerface", "--data-root", str(widerface_dir), "--split", "val", "--subset", str(subset),
+            "--out", str(out), "--preset", "ufssd_light", "--no-progress"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "input policy: original size" in err and "score >= 0.01" in err and "at most 750" in err
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert files == sorted(n[:-4] + ".txt" for n in names)
+    for name in names:
+        lines = (out / (name[:-4] + ".txt")).read_text().split("\n")
+        assert lines[0] == name.split("/")[1][:-4] and lines[-1] == ""
+        count = int(lines[1])
+        assert count == len(lines) - 3 and count <= 750
+        values = np.array([[float(v) for v in ln.split(" ")] for ln in lines[2:-1]]).reshape(-1, 5)
+        assert np.all(np.diff(values[:, 4]) <= 0) and np.all(values[:, 4] >= 0.01)
+        assert np.all(values[:, 2:4] >= 0)
+
+
+def test_predict_widerface_errors(tmp_path, capsys):
+    assert main(["predict-widerface", "--data-root", str(tmp_path / "nope"), "--out", str(tmp_path / "p"), "--preset", "ufssd_light"]) == 2
+    assert "no such folder" in capsys.readouterr().err
