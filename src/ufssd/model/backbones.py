@@ -219,7 +219,10 @@ class LightBackbone(nn.Module):
 
     def forward(self, x: Tensor) -> list[Tensor]:
         """x: (N, 3, H, W) -> six maps (N, C_l, H / s_l, W / s_l), channels-last memory."""
-        x = self.stem(x.contiguous(memory_format=torch.channels_last))
+        if not (torch.compiler.is_compiling() or torch.compiler.is_exporting()):
+            # a memory layout only: torch.export would turn its stride checks into size guards
+            x = x.contiguous(memory_format=torch.channels_last)
+        x = self.stem(x)
         feats: list[Tensor] = []
         for stage in self.stages:
             x = stage(x)

@@ -103,7 +103,7 @@ class UFSSD(nn.Module):
 
         Returns :class:`RawOutput` (cls_logits (N, A, 2), box_deltas (N, A, 4), mask_logits).
         """
-        if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+        if not (torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()):
             self._check_inputs(images, gt_masks)
         m = self.config.model
         feats = self.backbone(images)
