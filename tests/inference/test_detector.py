@@ -166,3 +166,19 @@ def test_weights_file_round_trip(tmp_path, spread_model):
     b = FaceDetector.from_model(spread_model, score_threshold=0.999).detect(image)
     assert len(a) == len(b) > 0
     np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-5)
+
+
+def test_from_model_leaves_the_model_alone(spread_model):
+    import copy
+
+    model = copy.deepcopy(spread_model).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    det = FaceDetector.from_model(model, score_threshold=0.999)
+    det.detect(np.zeros((64, 64, 3), np.uint8))
+    assert model.training and det.device == torch.device("cpu")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BN stats untouched
+    unfused = FaceDetector.from_model(spread_model, fuse_batchnorm=False, score_threshold=0.999)
+    image = np.random.default_rng(6).integers(0, 256, (160, 200, 3), dtype=np.uint8)
+    a, b = unfused.detect(image), FaceDetector.from_model(spread_model, score_threshold=0.999).detect(image)
+    assert len(a) == len(b) > 0
+    np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)

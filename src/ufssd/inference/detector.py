@@ -155,16 +155,19 @@ class FaceDetector:
             config = model.config
 
         if model is not None:
-            model = model.to(self.device).eval()
+            # never change the caller's model (from_model): export and fusion work on copies
             if backend == "onnxruntime":
                 from ufssd.inference.export import export_onnx
 
                 data = export_onnx(model, None, check=False).data
                 session = create_session(data, num_threads, self.device)
+                model = None
             elif fuse_batchnorm:
                 from ufssd.model import fuse_batchnorm as fuse
 
-                model = fuse(model)
+                model = fuse(model).to(self.device)
+            else:
+                model = model.to(self.device).eval()
         self.model = model
         self.session = session
         self.runner = OnnxRunner(session) if backend == "onnxruntime" else TorchRunner(model, self.device)
@@ -193,9 +196,15 @@ class FaceDetector:
     @classmethod
     def from_model(cls, model: torch.nn.Module, **kwargs: Any) -> FaceDetector:
         """A detector around an in-memory :class:`ufssd.model.UFSSD` (e.g. the trainer's, for
-        periodic evaluation). The model is put in eval mode; the caller restores train mode."""
+        periodic evaluation), on the model's device unless ``device=`` is given. The detector
+        runs a copy (BatchNorm folded, or the ONNX export), so the model itself, its mode and
+        its device are left as they are; with ``fuse_batchnorm=False`` it runs the model itself,
+        in eval mode (the caller restores train mode)."""
         if "weights" in kwargs or "preset" in kwargs:
             raise TypeError("from_model takes the model itself, not weights= or preset=")
+        if "device" not in kwargs:
+            param = next(model.parameters(), None)
+            kwargs["device"] = param.device if param is not None else "cpu"
         return cls(_model=model, **kwargs)
 
     def __repr__(self) -> str:
