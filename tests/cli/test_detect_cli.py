@@ -92,7 +92,8 @@ def test_detect_folder_recursive_to_jsonl_and_stdout(images, tmp_path, capsys):
     jsonl = tmp_path / "all.jsonl"
     assert main(["detect", str(folder), *MODEL, "--jsonl", str(jsonl), "--batch-size", "2"]) == 0
     records = [json.loads(ln) for ln in jsonl.read_text().splitlines()]
-    assert len(records) == 3 and {r["image"] for r in records} == {str(p) for p in [*images, folder / "sub" / "again.jpg"]}
+    assert len(records) == 3
+    assert {r["image"] for r in records} == {str(p) for p in [*images, folder / "sub" / "again.jpg"]}
     # no output flag: JSON lines on stdout
     capsys.readouterr()
     assert main(["detect", str(images[0]), *MODEL]) == 0

@@ -23,7 +23,8 @@ def test_export_then_detect_with_the_onnx_file(tmp_path, capsys):
     image = tmp_path / "x.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (100, 150, 3), dtype=np.uint8)).save(image)
     jsonl = tmp_path / "d.jsonl"
-    assert main(["detect", str(image), "--weights", str(out), "--threshold", "0", "--jsonl", str(jsonl), "--no-progress"]) == 0
+    args = ["detect", str(image), "--weights", str(out), "--threshold", "0", "--jsonl", str(jsonl), "--no-progress"]
+    assert main(args) == 0
     (record,) = [json.loads(ln) for ln in jsonl.read_text().splitlines()]
     assert record["width"] == 150 and len(record["detections"]) > 0
 

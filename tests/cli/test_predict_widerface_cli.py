@@ -30,5 +30,7 @@ def test_predict_widerface_writes_every_file(widerface_dir, tmp_path, capsys):
 
 
 def test_predict_widerface_errors(tmp_path, capsys):
-    assert main(["predict-widerface", "--data-root", str(tmp_path / "nope"), "--out", str(tmp_path / "p"), "--preset", "ufssd_light"]) == 2
+    args = ["predict-widerface", "--data-root", str(tmp_path / "nope"), "--out", str(tmp_path / "p")]
+    args += ["--preset", "ufssd_light"]
+    assert main(args) == 2
     assert "no such folder" in capsys.readouterr().err

@@ -85,7 +85,12 @@ def test_input_kinds_and_conversions(red_box_detector, draw_box, tmp_path):
 
 def test_batch_equals_one_by_one_with_fixed_head(red_box_detector, draw_box):
     det = red_box_detector(score_threshold=0.5)
-    specs = [((480, 640), (100, 50, 180, 150)), ((500, 600), (7, 9, 70, 90)), ((300, 300), (1, 2, 299, 298)), ((450, 620), (300, 200, 400, 330))]
+    specs = [
+        ((480, 640), (100, 50, 180, 150)),
+        ((500, 600), (7, 9, 70, 90)),  # same padded size as the first: one batch
+        ((300, 300), (1, 2, 299, 298)),
+        ((450, 620), (300, 200, 400, 330)),
+    ]
     images = [draw_box(*s, b) for s, b in specs]
     batched = det.detect(images, batch_size=3)
     for (size, box), result in zip(specs, batched):

@@ -36,7 +36,8 @@ def test_graph_io_and_metadata(exported, spread_model):
     path, _ = exported
     session = create_session(path, num_threads=1)
     assert [i.name for i in session.get_inputs()] == ["images"]
-    assert [o.name for o in session.get_outputs()] == output_names((0,)) == ["cls_logits", "box_deltas", "mask_logits_l0"]
+    names = [o.name for o in session.get_outputs()]
+    assert names == output_names((0,)) == ["cls_logits", "box_deltas", "mask_logits_l0"]
     assert read_onnx_config(session) == spread_model.config
     # dynamic shapes: an input size never seen at export
     x = torch.randn(3, 3, 128, 640)

@@ -29,7 +29,9 @@ def register(subparsers) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--weights", metavar="W", help=".safetensors or .pt file (default: the embedded model)")
     src.add_argument("--preset", metavar="P", help="a preset with random weights")
-    p.add_argument("--sizes", default="640x480", metavar="WxH,...", help="image sizes, width x height (default 640x480)")
+    p.add_argument(
+        "--sizes", default="640x480", metavar="WxH,...", help="image sizes, width x height (default 640x480)"
+    )
     p.add_argument("--backend", default="torch,onnxruntime", metavar="B,...", help="default: torch,onnxruntime")
     p.add_argument("--batch", default="1", metavar="N,...", help="batch sizes (default 1)")
     p.add_argument("--threads", type=int, default=2, help="torch and onnxruntime threads (default 2)")

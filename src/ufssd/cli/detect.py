@@ -34,7 +34,9 @@ def add_model_arguments(p: argparse.ArgumentParser, *, backend: bool = True, tta
             help="default: onnxruntime for .onnx weights, else torch",
         )
     g.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads for torch and onnxruntime")
-    g.add_argument("--max-size", type=int, default=None, metavar="PX", help="downscale images whose longer side exceeds PX")
+    g.add_argument(
+        "--max-size", type=int, default=None, metavar="PX", help="downscale images whose longer side exceeds PX"
+    )
     g.add_argument(
         "--max-pixels", type=int, default=None, metavar="N",
         help="downscale images with more than N pixels (default 16777216 = 4096x4096)",
@@ -79,13 +81,22 @@ def register(subparsers) -> None:
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or video files")
     o = p.add_argument_group("output")
-    o.add_argument("--out", default="detections", metavar="DIR", help="output folder for --json and --save-images (default: detections)")
-    o.add_argument("--json", action="store_true", help="write <out>/<name>.json per image (per video: one with a frames list)")
+    o.add_argument(
+        "--out", default="detections", metavar="DIR",
+        help="output folder for --json and --save-images (default: detections)",
+    )
+    o.add_argument(
+        "--json", action="store_true", help="write <out>/<name>.json per image (per video: one with a frames list)"
+    )
     o.add_argument("--jsonl", metavar="FILE", help="write one JSON lines file with every image / frame")
-    o.add_argument("--save-images", action="store_true", help="write annotated copies <out>/<name>_faces.<ext> (videos: .mp4)")
+    o.add_argument(
+        "--save-images", action="store_true", help="write annotated copies <out>/<name>_faces.<ext> (videos: .mp4)"
+    )
     p.add_argument("--threshold", type=float, default=None, metavar="T", help="score threshold (default: the model's)")
     p.add_argument("--batch-size", type=int, default=1, metavar="B", help="images per forward pass (default 1)")
-    p.add_argument("--video-stride", type=int, default=1, metavar="N", help="process every N-th video frame (default 1)")
+    p.add_argument(
+        "--video-stride", type=int, default=1, metavar="N", help="process every N-th video frame (default 1)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_model_arguments(p)
     p.set_defaults(func=run)

@@ -134,7 +134,9 @@ def run_bench(
         torch.set_num_threads(previous)
 
 
-def _run(model, sizes, backends, batches, threads, warmup, repeats, device, score_threshold, progress) -> list[BenchRow]:
+def _run(
+    model, sizes, backends, batches, threads, warmup, repeats, device, score_threshold, progress
+) -> list[BenchRow]:
     from ufssd.inference.detector import FaceDetector
 
     rows = []

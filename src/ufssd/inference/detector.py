@@ -283,7 +283,9 @@ class FaceDetector:
             sizes = [self.network_size(*a.shape[:2]) for a in arrays]
             outs = self._detect_arrays(arrays, sizes, [False] * len(arrays), batch_size, score_threshold)
         results = [
-            DetectionResult(b.numpy(), s.numpy(), image_size=a.shape[:2], input_size=self.network_size(*a.shape[:2]), source=src)
+            DetectionResult(
+                b.numpy(), s.numpy(), image_size=a.shape[:2], input_size=self.network_size(*a.shape[:2]), source=src
+            )
             for (b, s), a, src in zip(outs, arrays, sources)
         ]
         return results[0] if single else results
@@ -307,7 +309,10 @@ class FaceDetector:
         for (hp, wp), members in groups.items():
             for start in range(0, len(members), batch_size):
                 chunk = members[start : start + batch_size]
-                results = self._run_batch([arrays[i] for i in chunk], [sizes[i] for i in chunk], [flips[i] for i in chunk], (hp, wp), score_threshold)
+                results = self._run_batch(
+                    [arrays[i] for i in chunk], [sizes[i] for i in chunk], [flips[i] for i in chunk], (hp, wp),
+                    score_threshold,
+                )
                 for i, r in zip(chunk, results):
                     out[i] = r
         return out  # type: ignore[return-value]

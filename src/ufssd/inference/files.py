@@ -174,7 +174,9 @@ def detect_files(
             if item.kind == "video":
                 flush()
                 try:
-                    _detect_video(detector, item, outputs, write_json, save_images, batch_size, video_stride, emit_line, summary)
+                    _detect_video(
+                        detector, item, outputs, write_json, save_images, batch_size, video_stride, emit_line, summary
+                    )
                 except InputError as err:
                     fail(err)
                 bar.update(1)
@@ -220,7 +222,8 @@ def _detect_video(detector, item, outputs, write_json, save_images, batch_size, 
             video_path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp_video = tempfile.mkstemp(prefix=f".{video_path.stem}.", suffix=".mp4", dir=video_path.parent)
             os.close(fd)
-            writer = cv2.VideoWriter(tmp_video, cv2.VideoWriter_fourcc(*"mp4v"), reader.fps / stride, (reader.width, reader.height))
+            fourcc = cv2.VideoWriter_fourcc(*"mp4v")
+            writer = cv2.VideoWriter(tmp_video, fourcc, reader.fps / stride, (reader.width, reader.height))
             if not writer.isOpened():
                 raise InputError(item.path, "cannot write the annotated video (no mp4v encoder in this OpenCV)")
         batch: list[tuple[int, np.ndarray]] = []
@@ -253,7 +256,10 @@ def _detect_video(detector, item, outputs, write_json, save_images, batch_size, 
             tmp_video = None
             summary.written.append(video_path)
         if json_path is not None:
-            doc = {"video": str(item.path), "width": reader.width, "height": reader.height, "fps": reader.fps, "frames": frames}
+            doc = {
+                "video": str(item.path), "width": reader.width, "height": reader.height, "fps": reader.fps,
+                "frames": frames,
+            }
             atomic_write_text(json_path, json.dumps(doc, indent=1) + "\n")
             summary.written.append(json_path)
         for record in lines:

@@ -4,7 +4,8 @@ One function, :func:`postprocess`, serves every backend (PyTorch and onnxruntime
 holds the raw network only, anchors and decoding stay here.
 
 Per image: face score ``softmax(cls_logits)[..., 1]`` (computed as the sigmoid of the logit
-difference, and thresholded on that difference, so only candidates are evaluated); drop anchors below the score threshold
+difference, and thresholded on that difference, so only candidates are evaluated); drop anchors
+below the score threshold
 (and, with ``InferenceConfig.skip_masked_anchors``, anchors of FFMM cells whose mask ``B`` is 0);
 keep the ``pre_nms_top_k`` (5,000) best; decode them against their anchors; NMS at IoU
 ``nms_iou`` (0.3, ``torchvision.ops.nms``); keep at most ``top_k`` (750).

@@ -56,7 +56,10 @@ class TTAConfig:
             return None
         if parts == ["all"]:
             return cls(flip=True, multi_scale=True, vote=True)
-        known = {"flip": "flip", "scales": "multi_scale", "multi_scale": "multi_scale", "multiscale": "multi_scale", "vote": "vote"}
+        known = {
+            "flip": "flip", "vote": "vote", "scales": "multi_scale", "multi_scale": "multi_scale",
+            "multiscale": "multi_scale",
+        }
         unknown = [p for p in parts if p not in known]
         if unknown:
             raise ValueError(f"unknown TTA part(s) {unknown}; choose from flip, scales, vote, all, none")
