@@ -161,3 +161,7 @@ def test_load_pretrained_errors(tmp_path):
     torch.save({"something.else": torch.zeros(3)}, other)
     with pytest.raises(ValueError, match="no key matches"):
         load_pretrained(VGG16Backbone(), other)
+    plain = tmp_path / "vgg16.pth"  # torchvision vgg16 (no BN) into a BN model: indices differ
+    torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3), "features.2.weight": torch.zeros(64, 64, 3, 3)}, plain)
+    with pytest.raises(ValueError, match="BatchNorm"):
+        load_pretrained(VGG16Backbone(batch_norm=True), plain)

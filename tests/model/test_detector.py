@@ -259,3 +259,20 @@ def test_onnx_export_dynamic_shapes(tmp_path):
         torch.testing.assert_close(torch.from_numpy(cls), ref.cls_logits, rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(torch.from_numpy(box), ref.box_deltas, rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(torch.from_numpy(mask), ref.mask_logits[0], rtol=1e-4, atol=1e-4)
+
+
+def test_everything_on_trains_end_to_end():
+    """FEM, FFMM and MCDM on every level of a small light network: one training step's backward."""
+    levels = (0, 1, 2, 3, 4, 5)
+    cfg = _light(fem_levels=levels, fem_channels=12, ffmm_levels=levels, mcdm_mode="drop", mcdm_levels=(0, 1))
+    model = build_model(cfg).train()
+    assert model.level_channels == (12,) * 6
+    h, w = 256, 128
+    g = [(torch.rand(2, h // s, w // s) < 0.3).float() for s in (4, 8)]
+    out = model(torch.randn(2, 3, h, w), gt_masks=g)
+    assert [tuple(m.shape[-2:]) for m in out.mask_logits] == [(h // s, w // s) for s in STRIDES]
+    mask_loss = sum(torch.nn.functional.cross_entropy(m, torch.zeros_like(m[:, 0], dtype=torch.long)) for m in out.mask_logits)
+    (out.cls_logits.logsumexp(-1).mean() + out.box_deltas.abs().mean() + mask_loss).backward()
+    for l in levels:
+        assert torch.count_nonzero(model.ffmm[str(l)].conv.weight.grad) > 0
+        assert torch.count_nonzero(model.fem[str(l)].branch3[1][0].weight.grad) > 0

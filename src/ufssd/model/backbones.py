@@ -117,7 +117,8 @@ class ResNet152Backbone(nn.Module):
 
     The stem and ``layer1..4`` keep torchvision's attribute names, so ImageNet weights load by
     name. C6 = 1x1 512 + 3x3/2 512 on C5, C7 = 1x1 256 + 3x3/2 256 on C6; every level then goes
-    through a 1x1 lateral conv to ``channels[l]`` (256 each by default).
+    through a 1x1 lateral conv to ``channels[l]`` (256 each by default). torchvision's blocks
+    always have BatchNorm; ``batch_norm`` applies to the two extra stages.
     """
 
     def __init__(self, batch_norm: bool = True, channels: tuple[int, ...] = ()) -> None:
@@ -285,6 +286,13 @@ def load_pretrained(backbone: nn.Module, path: str | os.PathLike, strict: bool |
         strict = isinstance(backbone, LightBackbone)
     state = _read_state_dict(path)
     own = backbone.state_dict()
+    if isinstance(backbone, VGG16Backbone) and any(k.startswith("features.") for k in state):
+        file_bn, own_bn = "features.1.running_mean" in state, "features.1.running_mean" in own
+        if file_bn != own_bn:
+            raise ValueError(
+                f"pretrained weights {path} are VGG-16{' with' if file_bn else ' without'} BatchNorm "
+                f"but the model has batch_norm={own_bn}: the layer indices differ"
+            )
     if strict:
         try:
             backbone.load_state_dict(state, strict=True)
