@@ -27,6 +27,11 @@ def test_predict_widerface_writes_every_file(widerface_dir, tmp_path, capsys):
         values = np.array([[float(v) for v in ln.split(" ")] for ln in lines[2:-1]]).reshape(-1, 5)
         assert np.all(np.diff(values[:, 4]) <= 0) and np.all(values[:, 4] >= 0.01)
         assert np.all(values[:, 2:4] >= 0)
+    # the folder chains into the evaluator: every file is read, no format issue
+    from ufssd.evaluation import evaluate
+
+    result = evaluate(out, widerface_dir / "eval_tools", subset=names, strict=True)
+    assert result is not None
 
 
 def test_predict_widerface_errors(tmp_path, capsys):

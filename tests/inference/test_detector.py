@@ -187,3 +187,15 @@ def test_from_model_leaves_the_model_alone(spread_model):
     a, b = unfused.detect(image), FaceDetector.from_model(spread_model, score_threshold=0.999).detect(image)
     assert len(a) == len(b) > 0
     np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)
+
+
+def test_from_model_unwraps_wrappers(spread_model):
+    class Wrapper(torch.nn.Module):  # like DistributedDataParallel: the model is .module
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+    det = FaceDetector.from_model(Wrapper(spread_model))
+    assert det.config == spread_model.config
+    with pytest.raises(TypeError, match="UFSSD"):
+        FaceDetector.from_model(torch.nn.Linear(2, 2))

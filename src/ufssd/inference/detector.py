@@ -202,6 +202,15 @@ class FaceDetector:
         in eval mode (the caller restores train mode)."""
         if "weights" in kwargs or "preset" in kwargs:
             raise TypeError("from_model takes the model itself, not weights= or preset=")
+        while True:  # unwrap torch.compile (._orig_mod) and DistributedDataParallel (.module)
+            inner = getattr(model, "_orig_mod", None)
+            if inner is None and not hasattr(model, "config"):
+                inner = getattr(model, "module", None)
+            if inner is None:
+                break
+            model = inner
+        if not hasattr(model, "config"):
+            raise TypeError(f"from_model needs a ufssd UFSSD model (with .config), got {type(model).__name__}")
         if "device" not in kwargs:
             param = next(model.parameters(), None)
             kwargs["device"] = param.device if param is not None else "cpu"
