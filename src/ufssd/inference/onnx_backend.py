@@ -22,7 +22,8 @@ def create_session(
 ):
     """An ``onnxruntime.InferenceSession`` with the package's settings: ``intra_op_num_threads``
     = ``num_threads`` (``None``: onnxruntime's default, all cores), ``inter_op_num_threads`` 1,
-    sequential execution, every graph optimisation. CUDA when ``device`` is CUDA and available."""
+    sequential execution, every graph optimisation, no spin-waiting of idle worker threads.
+    CUDA when ``device`` is CUDA and available."""
     try:
         import onnxruntime as ort
     except ImportError as exc:  # pragma: no cover - depends on the install
@@ -34,6 +35,9 @@ def create_session(
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
+    # idle worker threads sleep instead of spinning: on a small, shared CPU the spinning threads
+    # compete with our own pre/post-processing (measured on 2 busy cores: median 40 ms vs 65 ms)
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = ["CPUExecutionProvider"]
     if torch.device(device).type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
