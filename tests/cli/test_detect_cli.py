@@ -34,6 +34,19 @@ def images(widerface_dir, tmp_path):
     return paths
 
 
+def png_claiming_size(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims ``width x height`` (a decompression bomb's header)."""
+    import struct
+    import zlib
+
+    buf = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])) & 0xFFFFFFFF)
+    return bytes(data)
+
+
 def bad_inputs(folder):
     """One of each kind of bad input, and the message each must produce."""
     folder.mkdir()
@@ -45,7 +58,9 @@ def bad_inputs(folder):
     (folder / "notes.txt").write_text("not an image\n")
     (folder / "clip.mp4").write_text("not a video\n")
     (folder / "empty_dir").mkdir()
+    (folder / "huge.png").write_bytes(png_claiming_size(20_000, 20_000))
     return {
+        folder / "huge.png": "image too large: 400.0 megapixels",
         folder / "truncated.jpg": "corrupt or truncated",
         folder / "zero.jpg": "empty file",
         folder / "notes.txt": "not an image file",
@@ -66,7 +81,7 @@ def test_detect_writes_json_and_annotated_images_and_reports_bad_inputs(images, 
     for path, message in bad.items():
         lines = [ln for ln in err.splitlines() if ln.startswith(f"ufssd detect: {path}: ")]
         assert len(lines) == 1 and message in lines[0], (path, err)
-    assert "2 inputs" in err and "6 failed" in err
+    assert "2 inputs" in err and "7 failed" in err
     # the good images, processed around the bad ones
     produced = sorted(p.name for p in out.iterdir())
     expected = sorted([f"{p.stem}.json" for p in images] + [f"{p.stem}_faces.jpg" for p in images])
