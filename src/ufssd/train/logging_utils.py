@@ -181,7 +181,9 @@ class ProgressBar:
 
     def postfix(self, values: Mapping[str, Any]) -> None:
         if self._bar is not None:
-            self._bar.set_postfix({k: _format(v) for k, v in values.items()}, refresh=False)
+            self._bar.set_postfix(
+                {k: f"{v:.4g}" if isinstance(v, float) else str(v) for k, v in values.items()}, refresh=False
+            )
 
     def write(self, message: str) -> None:
         if self._bar is not None:

@@ -16,9 +16,7 @@ import torch
 from torch import Tensor
 
 from ufssd.config import DetectorConfig
-from ufssd.geometry import anchors as _anchors
-from ufssd.geometry import boxes as _boxes
-from ufssd.geometry import matching as _matching
+from ufssd.geometry import anchors_for_input, build_targets, feature_sizes, gt_masks, padded_size
 
 __all__ = ["TrainBatch", "TargetBuilder", "TargetCollate", "mask_levels"]
 
@@ -65,40 +63,6 @@ def mask_levels(cfg: DetectorConfig) -> tuple[tuple[int, ...], tuple[int, ...]]:
     return tuple(cfg.model.ffmm_levels), mcdm
 
 
-def _build_targets_fallback(
-    anchors: Tensor, boxes_list: Sequence[Tensor], ignore_list: Sequence[Tensor], cfg: DetectorConfig
-) -> tuple[Tensor, Tensor]:
-    """Per image: :func:`match_anchors`, then ``encode`` of the matched boxes."""
-    labels, deltas = [], []
-    for boxes, ignore in zip(boxes_list, ignore_list):
-        lab, matched = _matching.match_anchors(anchors, boxes, ignore, cfg.match)
-        d = _boxes.encode(matched, anchors, cfg.anchors.variances)
-        d = torch.where((lab == _matching.POSITIVE)[:, None], d, torch.zeros_like(d))
-        labels.append(lab)
-        deltas.append(d)
-    num_anchors = anchors.shape[0]
-    if not labels:
-        return (
-            torch.zeros((0, num_anchors), dtype=torch.int64, device=anchors.device),
-            torch.zeros((0, num_anchors, 4), dtype=anchors.dtype, device=anchors.device),
-        )
-    return torch.stack(labels), torch.stack(deltas)
-
-
-def _find_build_targets() -> Any:
-    """``ufssd.geometry``'s batched ``build_targets`` when it has one."""
-    import importlib
-
-    for module in ("ufssd.geometry", "ufssd.geometry.targets", "ufssd.geometry.matching"):
-        try:
-            fn = getattr(importlib.import_module(module), "build_targets", None)
-        except ImportError:
-            fn = None
-        if fn is not None:
-            return fn
-    return None
-
-
 class TargetBuilder:
     """Computes :class:`TrainBatch` targets for square (or any) training inputs.
 
@@ -110,37 +74,25 @@ class TargetBuilder:
         self.cfg = cfg
         self.ffmm_levels, self.mcdm_levels = mask_levels(cfg)
         self._anchor_cache: dict[tuple[int, int, str], Tensor] = {}
-        self._build_targets = None
-        self._looked_up = False
 
-    def __getstate__(self) -> dict[str, Any]:  # picklable for DataLoader workers
+    def __getstate__(self) -> dict[str, Any]:  # sent to DataLoader workers without the cache
         state = dict(self.__dict__)
         state["_anchor_cache"] = {}
-        state["_build_targets"] = None
-        state["_looked_up"] = False
         return state
 
     def input_size(self, height: int, width: int) -> tuple[int, int]:
-        return _anchors.padded_size(height, width, self.cfg.anchors.pad_multiple)
+        return padded_size(height, width, self.cfg.anchors.pad_multiple)
 
     def anchors(self, height: int, width: int, device: torch.device | str = "cpu") -> Tensor:
         """Anchors of the padded input of an ``height x width`` image."""
         ph, pw = self.input_size(height, width)
         key = (ph, pw, str(device))
         if key not in self._anchor_cache:
-            self._anchor_cache[key] = _anchors.anchors_for_input(ph, pw, self.cfg.anchors, device=device)
+            self._anchor_cache[key] = anchors_for_input(ph, pw, self.cfg.anchors, device=device)
         return self._anchor_cache[key]
 
     def match(self, anchors: Tensor, boxes: Sequence[Tensor], ignore: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
-        if not self._looked_up:
-            self._build_targets = _find_build_targets()
-            self._looked_up = True
-        if self._build_targets is not None:
-            labels, deltas = self._build_targets(
-                anchors, list(boxes), list(ignore), self.cfg.match, self.cfg.anchors.variances
-            )
-        else:
-            labels, deltas = _build_targets_fallback(anchors, boxes, ignore, self.cfg)
+        labels, deltas = build_targets(anchors, list(boxes), list(ignore), self.cfg.match, self.cfg.anchors.variances)
         return labels.to(torch.int64), deltas.to(torch.float32)
 
     def masks(
@@ -150,19 +102,14 @@ class TargetBuilder:
         levels = tuple(sorted(set(self.ffmm_levels) | set(self.mcdm_levels)))
         if not levels:
             return [], []
-        from ufssd.geometry import masks as _masks
-
         ph, pw = self.input_size(height, width)
-        sizes = _anchors.feature_sizes(ph, pw, self.cfg.anchors.strides)
+        sizes = feature_sizes(ph, pw, self.cfg.anchors.strides)
         gm = self.cfg.gt_mask
         per_level: dict[int, list[Tensor]] = {lvl: [] for lvl in levels}
         for b, ig in zip(boxes, ignore):
             b = b.to(device=device, dtype=torch.float32)
             ig = ig.to(device=device, dtype=torch.bool)
-            if not gm.ignored_faces_count:
-                b = b[~ig]
-                ig = ig[~ig]
-            maps = _masks.gt_masks(b, (ph, pw), sizes, self.cfg.anchors.sides, levels, gm)
+            maps = gt_masks(b, (ph, pw), sizes, self.cfg.anchors.sides, levels, gm, gt_ignore=ig)
             for lvl, m in zip(levels, maps):
                 per_level[lvl].append(m.to(device=device, dtype=torch.float32))
         stacked = {

@@ -199,13 +199,14 @@ def _run_eval(model: nn.Module, spec: EvalSpec, out_dir: Path, step: int) -> dic
         logger.warning("step %d: evaluation skipped (%s)", step, exc)
         return None
     pred_dir = out_dir / "eval_tmp" / f"step_{step:08d}"
+    files = [n if n.lower().endswith((".jpg", ".jpeg", ".png")) else f"{n}.jpg" for n in spec.names]
     was_training = model.training
     model.eval()
     try:
         with preserved_rng(), torch.no_grad():
             detector = FaceDetector.from_model(model, **spec.detector_kwargs)
             predict_widerface(
-                detector, spec.image_root, list(spec.names), pred_dir, score_threshold=spec.score_threshold
+                detector, spec.image_root, files, pred_dir, score_threshold=spec.score_threshold, progress=False
             )
         result = evaluate(pred_dir, spec.gt_dir, subset=list(spec.names))
     except Exception:  # an evaluation failure must not kill a long run
@@ -452,6 +453,15 @@ def _train(
         if scaler is not None and checkpoint.get("scaler"):
             scaler.load_state_dict(checkpoint["scaler"])
         step = int(checkpoint["step"])
+        # the schedule is a function of (config, step): the current config's lr, milestones and
+        # warm-up apply from here on (the same numbers when the config did not change)
+        schedule = WarmupMultiStep(warmup, milestones, tc.lr_gamma)
+        scheduler.lr_lambdas = [schedule for _ in optimizer.param_groups]
+        scheduler.base_lrs = [base_lr for _ in optimizer.param_groups]
+        for group in optimizer.param_groups:
+            group.update(initial_lr=base_lr, lr=base_lr * schedule(step), momentum=tc.momentum,
+                         weight_decay=tc.weight_decay)  # fmt: skip
+        scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
         extra = dict(checkpoint.get("extra") or {})
         set_rng_state(checkpoint["rng"])
         if main:

@@ -1,0 +1,173 @@
+"""Training throughput (images/s) on this machine.
+
+Two measurements:
+
+* ``step``: one optimizer step (normalise + forward + loss + backward + SGD step) on a fixed batch
+  of real WIDER FACE crops (or synthetic images), targets prepared beforehand; median over
+  ``--iters`` timed steps after ``--warmup`` untimed ones. This is the network's cost.
+* ``pipeline`` (``--pipeline``): the whole trainer (``ufssd.train.train``) on real data with
+  augmentation for ``--pipeline-iters`` steps, once with the targets (matching + GT masks) built
+  in the DataLoader workers and once in the main process; images/s from its log (first log
+  interval dropped). This answers where the targets should be computed.
+
+Usage::
+
+    python benchmarks/bench_train.py                       # light + vgg16_ffmm_x1 at 640
+    python benchmarks/bench_train.py --presets ufssd_light_ffmm_x1 --pipeline --threads 2
+
+Threads: ``--threads`` (default: torch's default, the number of cores). Other processes on the
+machine slow every number down; the script prints the load average before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from ufssd.model import build_model, normalize, pad_to_multiple  # noqa: E402
+from ufssd.presets import get_preset, replace  # noqa: E402
+from ufssd.train.targets import TargetBuilder  # noqa: E402
+
+DEFAULT_BATCH = {"ufssd_light": 4, "ufssd_light_ffmm_x1": 4}  # others: 1
+
+
+def _default_data() -> Path:
+    shared = Path(os.environ.get("UFSSD_SHARED", REPO.parent / "shared"))
+    return shared / "data" / "widerface"
+
+
+def real_batch(cfg, data_root: Path, batch: int):
+    from ufssd.data import WiderFaceDataset, collate, read_split
+
+    samples = read_split(data_root, "train")[: batch * 4]
+    ds = WiderFaceDataset(samples, cfg.train, train=True)
+    return collate([ds[(0, i)] for i in range(batch)])
+
+
+def synthetic_batch(cfg, batch: int):
+    from ufssd.data import Batch
+
+    g = torch.Generator().manual_seed(0)
+    s = cfg.train.resolution
+    images = torch.randint(0, 256, (batch, 3, s, s), dtype=torch.uint8, generator=g)
+    boxes, ignore = [], []
+    for _ in range(batch):
+        xy = torch.rand((8, 2), generator=g) * (s - 64)
+        wh = 8 + torch.rand((8, 1), generator=g) * 56
+        boxes.append(torch.cat([xy, xy + wh], dim=1))
+        ignore.append(torch.zeros(8, dtype=torch.bool))
+    return Batch(images, boxes, ignore, [f"synthetic/{i}" for i in range(batch)])
+
+
+def bench_step(preset: str, resolution: int, batch: int, iters: int, warmup: int, data_root: Path | None) -> dict:
+    from ufssd.losses import ufssd_loss
+
+    cfg = replace(get_preset(preset), train={"resolution": resolution, "batch_size": batch})
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4)
+    data = real_batch(cfg, data_root, batch) if data_root else synthetic_batch(cfg, batch)
+    builder = TargetBuilder(cfg)
+    t0 = time.perf_counter()
+    tb = builder.from_batch(data)
+    target_s = time.perf_counter() - t0
+    times = []
+    for i in range(warmup + iters):
+        t0 = time.perf_counter()
+        images = pad_to_multiple(normalize(tb.images, cfg.model), cfg.anchors.pad_multiple)
+        out = model(images, gt_masks=tb.mcdm_masks or None)
+        loss = ufssd_loss(out, tb.labels, tb.target_deltas, tb.ffmm_masks, cfg.loss)["loss"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    med = statistics.median(times)
+    return {
+        "preset": preset,
+        "resolution": resolution,
+        "batch": batch,
+        "step_s": med,
+        "images_per_s": batch / med,
+        "targets_s_per_batch": target_s,
+        "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
+    }
+
+
+def bench_pipeline(preset: str, resolution: int, batch: int, iters: int, workers: int, data_root: Path) -> dict:
+    import csv
+
+    from ufssd.data import read_split
+    from ufssd.train import train
+
+    samples = read_split(data_root, "train")
+    cfg = replace(get_preset(preset), train={"resolution": resolution, "batch_size": batch, "iters": iters,
+                                             "checkpoint_every": 10**9})  # fmt: skip
+    out = {}
+    for targets in ("workers", "main"):
+        with tempfile.TemporaryDirectory() as tmp:
+            train(cfg, samples, tmp, workers=workers, targets=targets, progress=False, tensorboard=False,
+                  log_every=max(iters // 4, 1))  # fmt: skip
+            with open(Path(tmp) / "train_log.csv") as f:
+                rows = list(csv.DictReader(f))
+        rates = [float(r["images_per_s"]) for r in rows[1:]] or [float(rows[0]["images_per_s"])]
+        out[targets] = statistics.median(rates)
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--presets", nargs="+", default=["ufssd_light_ffmm_x1", "ufssd_vgg16_ffmm_x1"])
+    p.add_argument("--resolution", type=int, default=640)
+    p.add_argument("--batch", type=int, help="batch size (default: 4 for light presets, 1 otherwise)")
+    p.add_argument("--iters", type=int, default=5, help="timed steps")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's default)")
+    p.add_argument("--synthetic", action="store_true", help="random images and boxes instead of WIDER crops")
+    p.add_argument("--data-root", type=Path, default=_default_data())
+    p.add_argument("--pipeline", action="store_true", help="also time the whole trainer: targets in workers vs main")
+    p.add_argument("--pipeline-iters", type=int, default=24)
+    p.add_argument("--workers", type=int, default=1, help="DataLoader workers for --pipeline")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data_root = None if args.synthetic else args.data_root
+    if data_root is not None and not data_root.is_dir():
+        print(f"no data at {data_root}: using synthetic batches")
+        data_root = None
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, load avg {os.getloadavg()}")  # fmt: skip
+    print(f"data: {'WIDER FACE train crops (augmented)' if data_root else 'synthetic'}; "
+          f"median of {args.iters} steps after {args.warmup} warm-up; float32 on the CPU")  # fmt: skip
+    print(f"{'preset':<24} {'res':>5} {'batch':>5} {'params(M)':>9} {'s/step':>8} {'img/s':>7} {'targets s/batch':>16}")
+    for preset in args.presets:
+        batch = args.batch or DEFAULT_BATCH.get(preset, 1)
+        r = bench_step(preset, args.resolution, batch, args.iters, args.warmup, data_root)
+        print(f"{r['preset']:<24} {r['resolution']:>5} {r['batch']:>5} {r['params_M']:>9.2f} {r['step_s']:>8.3f} "
+              f"{r['images_per_s']:>7.2f} {r['targets_s_per_batch']:>16.3f}", flush=True)  # fmt: skip
+    if args.pipeline:
+        if data_root is None:
+            print("--pipeline needs the WIDER FACE data")
+        else:
+            for preset in args.presets:
+                batch = args.batch or DEFAULT_BATCH.get(preset, 1)
+                r = bench_pipeline(preset, args.resolution, batch, args.pipeline_iters, args.workers, data_root)
+                print(f"pipeline {preset} @{args.resolution} batch {batch}, {args.workers} worker(s): "
+                      f"targets in workers {r['workers']:.2f} img/s, in main {r['main']:.2f} img/s", flush=True)  # fmt: skip
+    print(f"load avg after: {os.getloadavg()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
