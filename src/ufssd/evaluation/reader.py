@@ -1,0 +1,328 @@
+"""Reading and writing prediction files (``docs/widerface-eval-protocol.md`` §2).
+
+Official rule (``read_pred.m``): line 1 is ignored, line 2 is the box count N, lines 3 … N+2 hold
+``x y w h score`` (more columns are ignored, lines after N+2 too). A file with fewer than N box
+lines, a blank or non-numeric line among them, a line with fewer than 5 numbers, or a count that
+is not a non-negative integer is invalid: the image gets no detections and a warning names the
+file and line (``strict=True`` raises :class:`PredictionFormatError` instead). A missing file: a
+warning, no detections.
+
+Port rule (``protocol="port"``, difference D3): the count line is ignored and every non-blank
+line after line 2 is a box. Image identity still comes from the file path; a line 1 that does
+not name the image is warned about (the Python port would fail on it, D4).
+
+Every file is read with one ``read()``; the box lines of all files are parsed together
+(:func:`ufssd.evaluation.parsing.parse_lines`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ufssd.evaluation.errors import PredictionFormatError
+from ufssd.evaluation.parsing import (
+    LINE_BLANK,
+    LINE_NOT_NUMERIC,
+    LINE_OK,
+    LINE_TOO_FEW,
+    parse_lines,
+)
+
+__all__ = [
+    "Predictions",
+    "PredictionIssue",
+    "read_predictions",
+    "write_predictions",
+    "STATUS_OK",
+    "STATUS_EMPTY",
+    "STATUS_MISSING",
+    "STATUS_INVALID",
+]
+
+log = logging.getLogger(__name__)
+
+STATUS_OK, STATUS_EMPTY, STATUS_MISSING, STATUS_INVALID = 0, 1, 2, 3
+_MAX_LOGGED = 20  # individual warnings per kind; the rest are summarised
+_COUNT_RE = re.compile(rb"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_LINE_REASON = {
+    LINE_TOO_FEW: "fewer than 5 numbers",
+    LINE_NOT_NUMERIC: "not a list of numbers",
+    LINE_BLANK: "blank line",
+}
+
+
+@dataclass(frozen=True)
+class PredictionIssue:
+    """A prediction file that gave its image no detections: missing or invalid."""
+
+    path: str
+    line: int  # 0 for a missing file
+    reason: str
+
+    def __str__(self) -> str:
+        return (
+            f"{self.path}: {self.reason}"
+            if not self.line
+            else f"{self.path}, line {self.line}: {self.reason}"
+        )
+
+
+@dataclass
+class Predictions:
+    """Detections of the evaluated images, in file order.
+
+    boxes: (M, 4) float64 ``x y w h``; scores: (M,) float64 (both may be views of one (M, 5)
+    array); image i owns rows
+    ``offsets[i]:offsets[i + 1]``. status: (I,) int8, STATUS_OK / EMPTY (count 0) / MISSING /
+    INVALID. missing, invalid: the issues, in image order.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    offsets: np.ndarray
+    status: np.ndarray
+    missing: list[PredictionIssue] = field(default_factory=list)
+    invalid: list[PredictionIssue] = field(default_factory=list)
+
+
+def _parse_count(line: bytes) -> int | None:
+    """The box count of line 2, or None when it is not a single non-negative integer."""
+    tokens = line.replace(b",", b" ").split()
+    if len(tokens) != 1 or not _COUNT_RE.fullmatch(tokens[0]):
+        return None
+    value = float(tokens[0])
+    if not (value >= 0 and value.is_integer()) or value > 2**53:
+        return None
+    return int(value)
+
+
+def _box_block(
+    data: bytes, path: str, protocol: str
+) -> tuple[int, bytes, int, PredictionIssue | None]:
+    """Split one file: (status, box-line block ending with a newline, its line count, issue)."""
+    nl1 = data.find(b"\n")
+    nl2 = data.find(b"\n", nl1 + 1) if nl1 >= 0 else -1
+    if protocol == "port":
+        body = data[nl2 + 1 :] if nl2 >= 0 else b""
+        if body and not body.endswith(b"\n"):
+            body += b"\n"
+        return (STATUS_OK if body else STATUS_EMPTY), body, body.count(b"\n"), None
+    if nl1 < 0:
+        return STATUS_INVALID, b"", 0, PredictionIssue(path, 2, "no line 2 (the box count)")
+    count_line = data[nl1 + 1 : nl2] if nl2 >= 0 else data[nl1 + 1 :]
+    n = _parse_count(count_line)
+    if n is None:
+        shown = count_line.decode("utf-8", "replace").strip()
+        issue = PredictionIssue(path, 2, f"box count {shown!r} is not a non-negative integer")
+        return STATUS_INVALID, b"", 0, issue
+    if n == 0:
+        return STATUS_EMPTY, b"", 0, None
+    body = data[nl2 + 1 :] if nl2 >= 0 else b""
+    newlines = body.count(b"\n")
+    if newlines > n:  # extra lines after the N box lines are ignored
+        nth = np.flatnonzero(np.frombuffer(body, dtype=np.uint8) == 10)[n - 1]
+        return STATUS_OK, body[: nth + 1], n, None
+    if newlines == n:
+        block = body if body.endswith(b"\n") else body[: body.rfind(b"\n") + 1]
+        return STATUS_OK, block, n, None
+    unterminated = bool(body) and not body.endswith(b"\n")
+    present = newlines + unterminated
+    if present == n:
+        return STATUS_OK, body + b"\n", n, None
+    issue = PredictionIssue(
+        path, 3 + present, f"the count says {n} boxes but the file has {present} box lines"
+    )
+    return STATUS_INVALID, b"", 0, issue
+
+
+def _name_issue(data: bytes, stem: str, path: str) -> PredictionIssue | None:
+    """Port mode: an issue when line 1 does not name the image (the port keys images by it)."""
+    first = data.split(b"\n", 1)[0].decode("utf-8", "replace").strip()
+    name = first.replace("\\", "/").rsplit("/", 1)[-1]
+    if name.lower().endswith(".jpg"):
+        name = name[:-4]
+    if name == stem:
+        return None
+    return PredictionIssue(path, 1, f"line 1 is {first!r}, not {stem!r}")
+
+
+def read_predictions(
+    pred_dir: str | Path,
+    events: Sequence[str],
+    stems: Sequence[str],
+    protocol: str = "official",
+    strict: bool = False,
+) -> Predictions:
+    """Read ``pred_dir/<event>/<stem>.txt`` for every image; see the module docstring."""
+    pred_dir = Path(pred_dir)
+    _warm_allocator()
+    n_images = len(stems)
+    status = np.zeros(n_images, dtype=np.int8)
+    blocks: list[bytes] = []
+    block_images: list[int] = []
+    block_lines: list[int] = []
+    paths: list[str] = []
+    missing: list[PredictionIssue] = []
+    misnamed: list[PredictionIssue] = []
+    invalid: dict[int, PredictionIssue] = {}
+    for i, (event, stem) in enumerate(zip(events, stems)):
+        path = os.path.join(pred_dir, event, stem + ".txt")
+        paths.append(path)
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            status[i] = STATUS_MISSING
+            missing.append(PredictionIssue(path, 0, "prediction file not found"))
+            continue
+        if protocol == "port":
+            name_issue = _name_issue(data, stem, path)
+            if name_issue is not None:
+                misnamed.append(name_issue)
+        st, block, n, issue = _box_block(data, path, protocol)
+        status[i] = st
+        if issue is not None:
+            invalid[i] = issue
+        elif st == STATUS_OK:
+            blocks.append(block)
+            block_images.append(i)
+            block_lines.append(n)
+
+    # all box lines of all files at once
+    n_lines = np.array(block_lines, dtype=np.int64)
+    parsed = parse_lines(b"".join(blocks), ncols=5)
+    line_image = np.repeat(np.array(block_images, dtype=np.int64), n_lines)
+    line_start = np.repeat(np.cumsum(n_lines) - n_lines, n_lines)
+    keep = parsed.status == LINE_OK
+    if protocol == "port":
+        bad = ~keep & (parsed.status != LINE_BLANK)
+    else:
+        bad = ~keep
+    if bad.any():
+        bad_lines = np.flatnonzero(bad)
+        images, first = np.unique(line_image[bad_lines], return_index=True)
+        for img, j in zip(images, bad_lines[first]):
+            file_line = 3 + int(j - line_start[j])
+            reason = _LINE_REASON[int(parsed.status[j])]
+            invalid[int(img)] = PredictionIssue(paths[img], file_line, reason)
+            status[img] = STATUS_INVALID
+        keep &= status[line_image] == STATUS_OK
+    if protocol == "port":  # a file of blank lines only has no detections
+        has = np.bincount(line_image[keep], minlength=n_images) > 0
+        status[(status == STATUS_OK) & ~has] = STATUS_EMPTY
+
+    invalid_list = [invalid[i] for i in sorted(invalid)]
+    if strict and invalid_list:
+        first_issue = invalid_list[0]
+        raise PredictionFormatError(
+            first_issue.path, first_issue.line, first_issue.reason, more=len(invalid_list) - 1
+        )
+    _log_issues(missing, "missing prediction file (its faces count as misses)")
+    _log_issues(invalid_list, "invalid prediction file, the image gets no detections")
+    _log_issues(
+        misnamed,
+        "line 1 does not name the image; the Python port would key the image by it (D4), "
+        "this evaluator uses the file path",
+    )
+
+    values = parsed.values if keep.all() else parsed.values[keep]
+    counts = np.bincount(line_image[keep], minlength=n_images)
+    offsets = np.zeros(n_images + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return Predictions(
+        boxes=values[:, :4],
+        scores=values[:, 4],
+        offsets=offsets,
+        status=status,
+        missing=missing,
+        invalid=invalid_list,
+    )
+
+
+_allocator_warm = False
+
+
+def _warm_allocator() -> None:
+    """Free one 16 MB block before the first parse (once per process).
+
+    glibc's malloc serves blocks above its mmap threshold (128 KB at start) with fresh mappings,
+    whose pages fault in on first touch, and gives heap memory back when twice that much is
+    free at the top. Parsing makes many short-lived temporaries of a few hundred KB, so a fresh
+    process would page-fault on nearly all of them (about a second of system time on the full
+    val set). Freeing one large mapped block raises both thresholds (glibc adapts them to the
+    largest freed block, up to 32 MB); elsewhere this is a harmless allocation.
+    """
+    global _allocator_warm
+    if not _allocator_warm:
+        _allocator_warm = True
+        block = np.empty(1 << 24, dtype=np.uint8)
+        del block
+
+
+def _log_issues(issues: list[PredictionIssue], what: str) -> None:
+    for issue in issues[:_MAX_LOGGED]:
+        log.warning("%s: %s", what, issue)
+    if len(issues) > _MAX_LOGGED:
+        log.warning("... and %d more (%s)", len(issues) - _MAX_LOGGED, what)
+
+
+def write_predictions(
+    path: str | Path, name: str, boxes_xyxy: np.ndarray, scores: np.ndarray
+) -> Path:
+    """Write one image's prediction file, atomically, in the recommended form.
+
+    path: the file, e.g. ``PRED/<event>/<stem>.txt`` (folders are created). name: the image
+    (``<stem>``, ``<stem>.jpg`` or ``<event>/<stem>.jpg``); line 1 is ``<stem>``.
+    boxes_xyxy: (K, 4) float ``x1 y1 x2 y2`` in original-image pixels; scores: (K,).
+    Line 2 is K; then one ``x y w h score`` line per box (``%.2f`` coordinates, ``%.6f`` score),
+    sorted by descending score (stable), single spaces, ``\\n`` endings, no blank lines.
+    """
+    path = Path(path)
+    boxes = np.asarray(boxes_xyxy, dtype=np.float64)
+    scores = np.asarray(scores, dtype=np.float64)
+    if boxes.size == 0:
+        boxes = boxes.reshape(0, 4)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"write_predictions({path}): boxes have shape {boxes.shape}, not (K, 4)")
+    if scores.shape != (len(boxes),):
+        raise ValueError(
+            f"write_predictions({path}): scores have shape {scores.shape}, not ({len(boxes)},)"
+        )
+    if not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
+        raise ValueError(f"write_predictions({path}): boxes or scores are not all finite")
+    stem = name.replace("\\", "/").rsplit("/", 1)[-1]
+    if stem.lower().endswith(".jpg"):
+        stem = stem[:-4]
+    if not stem or any(c in stem for c in "\r\n"):
+        raise ValueError(f"write_predictions({path}): image name {name!r} is not usable")
+    order = np.argsort(-scores, kind="stable")
+    xywh = np.column_stack([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]])[order]
+    lines = [stem, str(len(boxes))]
+    lines += [
+        f"{x:.2f} {y:.2f} {w:.2f} {h:.2f} {s:.6f}"
+        for (x, y, w, h), s in zip(xywh.tolist(), scores[order].tolist())
+    ]
+    _atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
