@@ -141,48 +141,62 @@ def _eight_byte_tokens(
     """Values of tokens of at most 8 characters ``[+-]digits[.digits]``; ok is False for every
     other token (left for :func:`_long_tokens`)."""
     ntok = starts.size
-    length = ends - starts + 1
     first = a[starts]
     negative = first == 45
     lead_sign = negative | (first == 43)
+    # the 8 bytes ending at each token's last character (unaligned loads); the padded index of
+    # a[i] is i + 8, so the word ending there starts at padded[i + 1]
+    words = np.ndarray(shape=(len(padded) - 7,), dtype="<u8", buffer=padded, strides=(1,))
+    w = words.take(ends + 1)
     # the dot of each token: usually exactly one per token, in order
     dots = np.flatnonzero(a == 46)
     if dots.size == ntok and ntok and (dots >= starts).all() and (dots <= ends).all():
-        has_dot = np.ones(ntok, dtype=bool)
-        dot = dots
+        decimals = ends - dots
+        ndig = dots - starts
+        ndig -= lead_sign
+        ndig += decimals
+        dec = np.minimum(decimals, 7)  # a simple token has at most 7 (longer ones: not ok)
+        low = w & _BEFORE_DOT[dec]
+        low <<= np.uint64(8)  # drop the dot: the bytes before it move up by one
+        w &= _AFTER_DOT[dec]
+        w |= low
     else:
         j = np.searchsorted(dots, starts)
         dot = np.append(dots, a.size)[j]
         has_dot = dot <= ends
-    decimals = np.where(has_dot, ends - dot, 8)  # 8: no dot
-    ndig = length - has_dot - lead_sign
-    ok = (length <= 8) & (ndig >= 1)
-    # the 8 bytes ending at each token's last character (unaligned loads)
-    words_view = np.ndarray(
-        shape=(len(padded) - 7,), dtype="<u8", buffer=padded, offset=0, strides=(1,)
-    )
-    w = words_view[np.minimum(ends, a.size - 1) + 1]  # padded index of the end is end + 8
-    # drop the dot (shift the bytes before it up by one) and keep the last ndig bytes, '0' before
-    dec = np.minimum(decimals, 8)
-    shift = np.where(has_dot, np.uint64(8), np.uint64(0))
-    w = ((w & _BEFORE_DOT[dec]) << shift) | (w & _AFTER_DOT[dec])
-    nd = np.clip(ndig, 0, 8)
+        decimals = np.where(has_dot, ends - dot, 0)
+        ndig = ends - starts + 1 - has_dot - lead_sign
+        dec = np.where(has_dot, np.minimum(decimals, 7), 8)  # 8: no dot, keep everything
+        low = w & _BEFORE_DOT[dec]
+        low <<= np.where(has_dot, np.uint64(8), np.uint64(0))
+        w &= _AFTER_DOT[dec]
+        w |= low
+    ok = ends - starts < 8
+    ok &= ndig >= 1
+    # keep the last ndig bytes, '0' before them
+    nd = np.clip(ndig, 0, 8, out=ndig)
     w &= _KEEP[nd]
     w |= _FILL[nd]
     # every byte an ASCII digit? (simdjson's is_made_of_eight_digits_fast)
-    hi = w & np.uint64(0xF0F0F0F0F0F0F0F0)
-    hi |= ((w + np.uint64(0x0606060606060606)) & np.uint64(0xF0F0F0F0F0F0F0F0)) >> np.uint64(4)
-    ok &= hi == np.uint64(0x3333333333333333)
+    check = w + np.uint64(0x0606060606060606)
+    check &= np.uint64(0xF0F0F0F0F0F0F0F0)
+    check >>= np.uint64(4)
+    check |= w & np.uint64(0xF0F0F0F0F0F0F0F0)
+    ok &= check == np.uint64(0x3333333333333333)
     # eight ASCII digits -> integer (first byte most significant)
     w &= np.uint64(0x0F0F0F0F0F0F0F0F)
-    w = (w * np.uint64(2561)) >> np.uint64(8)
+    w *= np.uint64(2561)
+    w >>= np.uint64(8)
     w &= np.uint64(0x00FF00FF00FF00FF)
-    w = (w * np.uint64(6553601)) >> np.uint64(16)
+    w *= np.uint64(6553601)
+    w >>= np.uint64(16)
     w &= np.uint64(0x0000FFFF0000FFFF)
-    w = (w * np.uint64(42949672960001)) >> np.uint64(32)
+    w *= np.uint64(42949672960001)
+    w >>= np.uint64(32)
     vals = w.astype(np.float64)
-    vals /= _POW10[np.where(has_dot, decimals, 0).clip(0, 22)]
-    vals[negative] *= -1.0
+    np.minimum(decimals, 22, out=decimals)
+    vals /= _POW10[decimals]
+    np.negative(vals, out=vals, where=negative)
     return vals, ok
 
 

@@ -41,6 +41,7 @@ THRESH_NUM = 1000
 THRESHOLDS = 1.0 - np.arange(1, THRESH_NUM + 1, dtype=np.float64) / THRESH_NUM
 _THRESHOLDS_ASC = THRESHOLDS[::-1].copy()
 _I32_MIN, _I32_MAX = float(-(2**31)), float(2**31 - 1)
+_MAX_PAIRS = 1 << 22  # detection x GT pairs per candidate matrix
 
 
 def matlab_round(x: np.ndarray) -> np.ndarray:
@@ -257,13 +258,14 @@ def _first_threshold(norm: np.ndarray) -> np.ndarray:
     return first
 
 
-def _evaluation_order(scores: np.ndarray, offsets: np.ndarray, protocol: str) -> np.ndarray | None:
+def _evaluation_order(
+    scores: np.ndarray, offsets: np.ndarray, image_of: np.ndarray, protocol: str
+) -> np.ndarray | None:
     """Row order in which each image's detections are visited (None: file order): official =
     stable sort by score, descending, NaN first (``sort(..., 'descend')``); port = file order
     (D2)."""
     if protocol == "port" or scores.size < 2:
         return None
-    image_of = np.repeat(np.arange(offsets.size - 1), np.diff(offsets))
     unsorted = ~(scores[:-1] >= scores[1:]) & (image_of[:-1] == image_of[1:])
     images = np.unique(image_of[1:][unsorted])
     if images.size == 0:
@@ -281,7 +283,7 @@ def _evaluation_order(scores: np.ndarray, offsets: np.ndarray, protocol: str) ->
     return order
 
 
-def _counted_from(first_t: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+def _counted_from(first_t: np.ndarray, image_of: np.ndarray) -> np.ndarray:
     """(M,) int16: the first threshold index from which each row counts in §5's samples.
 
     For threshold t an image contributes its rows 1..r_t, r_t = the last row that passes
@@ -289,12 +291,10 @@ def _counted_from(first_t: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     from t = min(first_t[h:]) on (THRESH_NUM: never). The suffix minimum of all images is one
     reversed running minimum, with keys offset so that later images are larger.
     """
-    n_images = offsets.size - 1
-    image_of = np.repeat(np.arange(n_images, dtype=np.int64), np.diff(offsets))
-    image_of *= THRESH_NUM + 1
-    key = image_of + first_t
+    shift = image_of * np.int64(THRESH_NUM + 1)
+    key = shift + first_t
     np.minimum.accumulate(key[::-1], out=key[::-1])
-    key -= image_of
+    key -= shift
     return key.astype(np.int16)
 
 
@@ -314,7 +314,10 @@ def score_predictions(
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, not {protocol!r}")
     offsets = preds.offsets
-    order = _evaluation_order(preds.scores, offsets, protocol)
+    n_images = offsets.size - 1
+    dtype = np.int32 if n_images < 2**31 else np.int64
+    image_of = np.repeat(np.arange(n_images, dtype=dtype), np.diff(offsets))  # row -> image
+    order = _evaluation_order(preds.scores, offsets, image_of, protocol)
     boxes = preds.boxes if order is None else preds.boxes[order]
     scores = preds.scores if order is None else preds.scores[order]
 
@@ -324,7 +327,10 @@ def score_predictions(
     active = (np.diff(offsets) > 0) & (np.diff(gt.box_offsets) > 0)  # §5: others are skipped
     p_off, g_off = offsets.tolist(), gt.box_offsets.tolist()
     for i in np.flatnonzero(active).tolist():
-        prepared.match(p_off[i], p_off[i + 1], g_off[i], g_off[i + 1], match)
+        p0, p1, g0, g1 = p_off[i], p_off[i + 1], g_off[i], g_off[i + 1]
+        step = max(1, _MAX_PAIRS // (g1 - g0))  # rows are independent: bound the (P, G) matrix
+        for q0 in range(p0, p1, step):
+            prepared.match(q0, min(q0 + step, p1), g0, g1, match)
     matched = match >= 0
     # a GT is recalled by the first detection matched to it; later ones are duplicates
     first_hit = np.zeros(scores.size, dtype=bool)
@@ -332,7 +338,7 @@ def score_predictions(
     first_hit[np.flatnonzero(matched)[first_rows]] = True
 
     # §3, §5: the threshold from which each row counts (rows of skipped images: never)
-    start = _counted_from(_first_threshold(normalise_scores(scores, protocol)), offsets)
+    start = _counted_from(_first_threshold(normalise_scores(scores, protocol)), image_of)
     skipped = ~active & (np.diff(offsets) > 0)
     for i in np.flatnonzero(skipped).tolist():
         start[p_off[i] : p_off[i + 1]] = THRESH_NUM

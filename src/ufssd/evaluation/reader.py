@@ -200,25 +200,29 @@ def read_predictions(
     # all box lines of all files at once
     n_lines = np.array(block_lines, dtype=np.int64)
     parsed = parse_lines(b"".join(blocks), ncols=5)
-    line_image = np.repeat(np.array(block_images, dtype=np.int64), n_lines)
-    line_start = np.repeat(np.cumsum(n_lines) - n_lines, n_lines)
+    del blocks
+    block_images_arr = np.array(block_images, dtype=np.int64)
     keep = parsed.status == LINE_OK
-    if protocol == "port":
-        bad = ~keep & (parsed.status != LINE_BLANK)
+    counts = np.zeros(n_images, dtype=np.int64)
+    if keep.all():  # the usual case: every line of every file is a box
+        counts[block_images_arr] = n_lines
     else:
+        line_image = np.repeat(block_images_arr, n_lines)
         bad = ~keep
-    if bad.any():
-        bad_lines = np.flatnonzero(bad)
-        images, first = np.unique(line_image[bad_lines], return_index=True)
-        for img, j in zip(images, bad_lines[first]):
-            file_line = 3 + int(j - line_start[j])
-            reason = _LINE_REASON[int(parsed.status[j])]
-            invalid[int(img)] = PredictionIssue(paths[img], file_line, reason)
-            status[img] = STATUS_INVALID
-        keep &= status[line_image] == STATUS_OK
-    if protocol == "port":  # a file of blank lines only has no detections
-        has = np.bincount(line_image[keep], minlength=n_images) > 0
-        status[(status == STATUS_OK) & ~has] = STATUS_EMPTY
+        if protocol == "port":
+            bad &= parsed.status != LINE_BLANK  # the port skips blank lines
+        if bad.any():
+            line_start = np.repeat(np.cumsum(n_lines) - n_lines, n_lines)
+            bad_lines = np.flatnonzero(bad)
+            images, first = np.unique(line_image[bad_lines], return_index=True)
+            for img, j in zip(images.tolist(), bad_lines[first].tolist()):
+                reason = _LINE_REASON[int(parsed.status[j])]
+                invalid[img] = PredictionIssue(paths[img], 3 + int(j - line_start[j]), reason)
+                status[img] = STATUS_INVALID
+            keep &= status[line_image] == STATUS_OK
+        counts = np.bincount(line_image[keep], minlength=n_images)
+        if protocol == "port":  # a file of blank lines only has no detections
+            status[(status == STATUS_OK) & (counts == 0)] = STATUS_EMPTY
 
     invalid_list = [invalid[i] for i in sorted(invalid)]
     if strict and invalid_list:
@@ -235,7 +239,6 @@ def read_predictions(
     )
 
     values = parsed.values if keep.all() else parsed.values[keep]
-    counts = np.bincount(line_image[keep], minlength=n_images)
     offsets = np.zeros(n_images + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
     return Predictions(
