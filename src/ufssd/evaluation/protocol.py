@@ -346,8 +346,10 @@ def score_predictions(
     settings = {}
     bins = THRESH_NUM + 1
     for name in SETTINGS:
-        counted = gt.counted[name][match]  # (index -1 for unmatched rows: masked next)
-        counted &= matched
+        counted = np.zeros(scores.size, dtype=bool)
+        if gt.boxes.shape[0]:
+            counted = gt.counted[name][match]  # (index -1 for unmatched rows: masked next)
+            counted &= matched
         # row kind: 0 matched to an ignored face (flag -1), 1 proposal, 2 proposal and recall
         kind = np.logical_or(~matched, counted).astype(np.int16)
         kind += first_hit & counted
