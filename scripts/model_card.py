@@ -1,0 +1,143 @@
+"""Figures of a trained model on the dev slice: the source of every accuracy number in MODEL_CARD.
+
+    python scripts/model_card.py --weights W [--data-root DIR] [--subset dev_images.txt]
+        [--peers DIR] [--tta flip] [--out runs/model_card]
+
+1. Detects faces in the dev-slice images at their original size (single scale; and with the
+   given TTA), writes WIDER prediction files (threshold 0.01, top-k 750) and scores them with the
+   official protocol (``ufssd.evaluation``).
+2. Scores every peer detector of ``--peers`` on the same images, and draws one PR-curve figure
+   with all of them (``pr_curves.png``).
+3. Chooses the user score threshold: the lowest score at which dev-slice precision on *easy*
+   is >= ``--precision`` (0.95), on a 0.05 grid (conventions: "Inference").
+4. Writes ``summary.json`` and prints Markdown tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def detect_all(detector, image_root: Path, names: list[str], tta=None) -> dict[str, tuple]:
+    """name -> (boxes (K,4) xyxy, scores (K,)) at the detector's (low) threshold."""
+    from tqdm import tqdm
+
+    out = {}
+    for name in tqdm(names, desc="detect", unit="img"):
+        result = detector.detect(str(image_root / name), tta=tta) if tta else detector.detect(str(image_root / name))
+        out[name] = (result.boxes, result.scores)
+    return out
+
+
+def write_all(dets: dict[str, tuple], out_dir: Path, min_score: float = 0.0) -> Path:
+    from ufssd.evaluation import write_predictions
+
+    for name, (boxes, scores) in dets.items():
+        keep = scores >= min_score
+        stem = name[: -len(".jpg")] if name.endswith(".jpg") else name
+        write_predictions(out_dir / f"{stem}.txt", Path(stem).name, boxes[keep], scores[keep])
+    return out_dir
+
+
+def choose_threshold(dets, gt_dir, names, work: Path, precision: float) -> tuple[float | None, list]:
+    """Lowest score on a 0.05 grid whose easy precision (all detections kept) is >= precision."""
+    from ufssd.evaluation import evaluate
+
+    rows = []
+    chosen = None
+    for thr in np.round(np.arange(0.05, 1.0, 0.05), 2):
+        res = evaluate(write_all(dets, work / f"thr_{thr:.2f}", float(thr)), gt_dir, subset=names)
+        easy = res["easy"]
+        p = float(easy.precision[-1]) if np.isfinite(easy.precision[-1]) else float("nan")
+        r = float(easy.recall[-1])
+        rows.append({"threshold": float(thr), "easy_precision": p, "easy_recall": r,
+                     "hard_recall": float(res["hard"].recall[-1])})
+        if chosen is None and p >= precision:
+            chosen = float(thr)
+    return chosen, rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    repo = Path(__file__).resolve().parents[1]
+    wider = repo.parent / "shared" / "data" / "widerface"
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", default=None, help="weights file (default: the embedded model)")
+    parser.add_argument("--data-root", type=Path, default=wider)
+    parser.add_argument("--subset", type=Path, default=None, help="default: DATA_ROOT/dev_images.txt")
+    parser.add_argument("--peers", type=Path, default=repo.parent / "shared" / "data" / "peers")
+    parser.add_argument("--tta", default="flip", help="TTA for the second run ('none' to skip)")
+    parser.add_argument("--precision", type=float, default=0.95)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--name", default="ufssd")
+    parser.add_argument("--out", type=Path, default=repo / "runs" / "model_card")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+
+    import torch
+
+    from ufssd.data import read_image_list
+    from ufssd.evaluation import evaluate, plot_pr_curves
+    from ufssd.inference import FaceDetector
+
+    torch.set_num_threads(args.threads)
+    subset = args.subset or args.data_root / "dev_images.txt"
+    names = [n if n.endswith(".jpg") else f"{n}.jpg" for n in read_image_list(subset)]
+    gt_dir = args.data_root / "eval_tools"
+    image_root = args.data_root / "WIDER_val" / "images"
+    detector = FaceDetector(weights=args.weights, score_threshold=0.01, num_threads=args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    results, timings = {}, {}
+    runs = [("single-scale", None)] + ([(f"TTA {args.tta}", args.tta)] if args.tta != "none" else [])
+    dets_single = None
+    for label, tta in runs:
+        t0 = time.perf_counter()
+        dets = detect_all(detector, image_root, names, tta)
+        timings[label] = (time.perf_counter() - t0) / len(names)
+        pred_dir = write_all(dets, args.out / f"pred_{label.replace(' ', '_')}")
+        results[f"{args.name} ({label})"] = evaluate(pred_dir, gt_dir, subset=names)
+        dets_single = dets_single or dets
+    threshold, rows = choose_threshold(dets_single, gt_dir, names, args.out / "thresholds", args.precision)
+
+    peers = {}
+    if args.peers.is_dir():
+        for peer in sorted(p for p in args.peers.iterdir() if p.is_dir()):
+            peers[peer.name] = evaluate(peer, gt_dir, subset=names)
+    plot_pr_curves({**results, **peers}, args.out / "pr_curves.png")
+
+    summary = {
+        "weights": args.weights or "embedded default",
+        "subset": str(subset),
+        "images": len(names),
+        "input_policy": detector.describe_input_policy(),
+        "ours": {k: v.aps for k, v in results.items()},
+        "seconds_per_image_full_size": timings,
+        "peers": {k: v.aps for k, v in peers.items()},
+        "threshold_precision_target": args.precision,
+        "chosen_score_threshold": threshold,
+        "threshold_sweep": rows,
+    }
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
+
+    print(f"dev slice: {len(names)} images ({subset}); official protocol; input: {summary['input_policy']}")
+    print("| method | easy | medium | hard |\n|---|---|---|---|")
+    for name, res in sorted({**results, **peers}.items(), key=lambda kv: -kv[1].aps["hard"]):
+        a = res.aps
+        print(f"| {name} | {a['easy']:.4f} | {a['medium']:.4f} | {a['hard']:.4f} |")
+    print(f"\nscore threshold (lowest with easy precision >= {args.precision}): {threshold}")
+    print("| threshold | easy precision | easy recall | hard recall |\n|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['threshold']:.2f} | {r['easy_precision']:.3f} | {r['easy_recall']:.3f} | {r['hard_recall']:.3f} |")
+    print(f"\nwritten: {args.out / 'summary.json'}, {args.out / 'pr_curves.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
