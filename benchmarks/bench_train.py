@@ -79,9 +79,12 @@ def bench_step(preset: str, resolution: int, batch: int, iters: int, warmup: int
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4)
     data = real_batch(cfg, data_root, batch) if data_root else synthetic_batch(cfg, batch)
     builder = TargetBuilder(cfg)
-    t0 = time.perf_counter()
-    tb = builder.from_batch(data)
-    target_s = time.perf_counter() - t0
+    target_times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        tb = builder.from_batch(data)
+        target_times.append(time.perf_counter() - t0)
+    target_s = statistics.median(target_times)
     times = []
     for i in range(warmup + iters):
         t0 = time.perf_counter()

@@ -66,6 +66,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--workers", type=int, default=2, help="DataLoader workers per process (default 2)")
     g.add_argument("--targets", choices=("workers", "main"), default="workers",
                    help="build matching targets / GT masks in the loader workers (default) or the main process")
+    g.add_argument("--worker-start", choices=("forkserver", "spawn", "fork"),
+                   help="how loader workers start (default forkserver on Linux: fork can deadlock in OpenCV)")
     g.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda:LOCAL_RANK when available)")
     g.add_argument("--threads", type=int, help="torch CPU threads per process")
     g.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm in multi-GPU runs")
@@ -182,6 +184,7 @@ def run(args: argparse.Namespace) -> int:
             deterministic=args.deterministic,
             stop_at=args.stop_at,
             tensorboard=not args.no_tensorboard,
+            **({"worker_start": args.worker_start} if args.worker_start else {}),
         )
     except (DataError, TrainingError, CheckpointError, FileNotFoundError) as exc:
         raise CLIError(str(exc)) from exc

@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import math
+import multiprocessing as mp
 import os
 import random
 import shutil
@@ -69,6 +70,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["EvalSpec", "TrainResult", "train", "FINAL_WEIGHTS_NAME", "TrainingError"]
 
 FINAL_WEIGHTS_NAME = "final.safetensors"
+# a forked DataLoader worker deadlocks in OpenCV when the parent already ran OpenCV's thread pool
+DEFAULT_WORKER_START = "forkserver" if "forkserver" in mp.get_all_start_methods() else None
 LOSS_KEYS = ("loss", "cls", "loc", "mask")
 
 
@@ -156,6 +159,7 @@ def _make_loader(
     workers: int,
     targets: str,
     augment: bool,
+    worker_start: str | None,
 ) -> torch.utils.data.DataLoader:
     from ufssd.data import ShardedInfiniteSampler, WiderFaceDataset, collate, worker_init
 
@@ -173,6 +177,8 @@ def _make_loader(
     kwargs: dict[str, Any] = {}
     if workers > 0:
         kwargs.update(persistent_workers=True, prefetch_factor=2, worker_init_fn=worker_init)
+        if worker_start:
+            kwargs["multiprocessing_context"] = worker_start
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=per_rank,
@@ -208,13 +214,15 @@ def _run_eval(model: nn.Module, spec: EvalSpec, out_dir: Path, step: int) -> dic
             predict_widerface(
                 detector, spec.image_root, files, pred_dir, score_threshold=spec.score_threshold, progress=False
             )
-        result = evaluate(pred_dir, spec.gt_dir, subset=list(spec.names))
+        result = evaluate(pred_dir, spec.gt_dir, subset=files)
     except Exception:  # an evaluation failure must not kill a long run
         logger.exception("step %d: evaluation failed", step)
         return None
     finally:
         model.train(was_training)
         shutil.rmtree(pred_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            pred_dir.parent.rmdir()  # eval_tmp/, when empty
     aps = _aps_of(result)
     if aps is None:
         logger.warning("step %d: cannot read APs from the evaluation result %r", step, type(result).__name__)
@@ -222,24 +230,11 @@ def _run_eval(model: nn.Module, spec: EvalSpec, out_dir: Path, step: int) -> dic
 
 
 def _aps_of(result: Any) -> dict[str, float] | None:
-    """easy/medium/hard APs from an EvaluationResult (attributes, a mapping, or ``.aps``)."""
-    aps: dict[str, float] = {}
-    for key in ("easy", "medium", "hard"):
-        value = None
-        for holder in (result, getattr(result, "aps", None), getattr(result, "ap", None)):
-            if holder is None:
-                continue
-            if isinstance(holder, dict) and key in holder:
-                value = holder[key]
-            elif hasattr(holder, key):
-                value = getattr(holder, key)
-            if value is not None:
-                break
-        if value is not None and not isinstance(value, (int, float)):
-            value = getattr(value, "ap", value)  # a per-setting result object
-        if value is None:
-            return None
-        aps[key] = float(value)
+    """easy/medium/hard APs (and their mean) of an ``EvaluationResult``."""
+    try:
+        aps = {key: float(result.aps[key]) for key in ("easy", "medium", "hard")}
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
     aps["mean"] = (aps["easy"] + aps["medium"] + aps["hard"]) / 3.0
     return aps
 
@@ -319,6 +314,7 @@ def train(
     deterministic: bool = False,
     stop_at: int | None = None,
     tensorboard: bool = True,
+    worker_start: str | None = DEFAULT_WORKER_START,
 ) -> TrainResult:
     """Train ``cfg`` on ``samples`` (``ufssd.data.Sample``, e.g. from ``read_sources``).
 
@@ -345,6 +341,10 @@ def train(
         stop_at: end this call after this step (with a checkpoint), as an interruption would;
             a later ``resume=True`` call continues to ``iters``.
         tensorboard: write TensorBoard events (when the package is installed).
+        worker_start: how DataLoader workers start: ``"forkserver"`` (the default where
+            available: a clean process, safe whatever threads the caller's process has already
+            started, e.g. OpenCV's pool, which deadlocks a forked child), ``"fork"``, ``"spawn"``,
+            or None for the platform default.
     """
     if targets not in ("workers", "main"):
         raise ValueError(f"targets must be 'workers' or 'main', got {targets!r}")
@@ -357,7 +357,7 @@ def train(
             resume=resume, init=init, workers=workers, eval_spec=eval_spec, log_every=max(1, log_every),
             progress=progress, targets=targets, augment=augment, warmup_max_fraction=warmup_max_fraction,
             grad_clip=grad_clip, sync_bn=sync_bn, deterministic=deterministic, stop_at=stop_at,
-            tensorboard=tensorboard,
+            tensorboard=tensorboard, worker_start=worker_start,
         )  # fmt: skip
     finally:
         D.cleanup(info)
@@ -383,6 +383,7 @@ def _train(
     deterministic: bool,
     stop_at: int | None,
     tensorboard: bool,
+    worker_start: str | None,
 ) -> TrainResult:
     from ufssd.losses import ufssd_loss
     from ufssd.model import build_model, normalize, pad_to_multiple, save_weights
@@ -519,7 +520,7 @@ def _train(
     t_start = time.perf_counter()
     try:
         if step < end:
-            loader = _make_loader(cfg, samples, info, step * per_rank, workers, targets, augment)
+            loader = _make_loader(cfg, samples, info, step * per_rank, workers, targets, augment, worker_start)
             batches = iter(loader)
         model.train()
         sums = torch.zeros(len(LOSS_KEYS), dtype=torch.float64, device=device)

@@ -1,0 +1,77 @@
+"""``ufssd train`` end to end in-process: sources, --set precedence, periodic evaluation, outputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from ufssd.cli import main
+from ufssd.train.sources import default_sources, expand_source, read_training_samples
+
+TRAIN_IMAGES = [
+    "0--Parade/0_Parade_marchingband_1_1038.jpg",
+    "1--Handshaking/1_Handshaking_Handshaking_1_234.jpg",
+]
+
+
+def test_default_sources_and_dev_guard(widerface_dir, tmp_path, caplog):
+    specs = default_sources(widerface_dir)
+    assert specs == [f"{widerface_dir}:train", f"{widerface_dir}:val:{widerface_dir / 'val_train_images.txt'}"]
+    assert expand_source("val:x.txt", "/d") == "/d:val:x.txt"
+    assert expand_source("/r:train", "/d") == "/r:train"
+    with pytest.raises(ValueError, match="--data-root"):
+        expand_source("train", None)
+    # a val source without a list would include the dev slice: the guard drops it
+    dev = (widerface_dir / "dev_images.txt").read_text().split()
+    samples = read_training_samples([f"{widerface_dir}:val"])
+    names = {s.name for s in samples}
+    assert len(samples) == 462 - len(dev)
+    assert not names & {d[: -len(".jpg")] for d in dev}
+    assert any("dev slice" in r.getMessage() for r in caplog.records)
+
+
+def test_cli_train_with_eval(widerface_dir, tmp_path):
+    subset = tmp_path / "train.txt"
+    subset.write_text("\n".join(TRAIN_IMAGES) + "\n")
+    dev = (widerface_dir / "dev_images.txt").read_text().split()
+    eval_list = tmp_path / "dev2.txt"
+    eval_list.write_text("\n".join(dev[:2]) + "\n")
+    out = tmp_path / "run"
+    args = [
+        "train", "--preset", "ufssd_light", "--data-root", str(widerface_dir),
+        "--source", f"train:{subset}", "--iters", "2", "--batch-size", "2",
+        "--set", "train.resolution=256", "--resolution", "128",  # the flag wins over --set
+        "--set", "train.photometric=false", "--set", "train.iters=99",
+        "--workers", "0", "--threads", "1", "--out", str(out), "--no-progress", "--log-every", "1",
+        "--eval-every", "1", "--eval-subset", str(eval_list),
+    ]  # fmt: skip
+    assert main(args) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["train"]["resolution"] == 128 and cfg["train"]["iters"] == 2
+    assert cfg["train"]["photometric"] is False
+    for name in ("last.pt", "best.pt", "final.safetensors", "train_log.csv", "eval_history.csv"):
+        assert (out / name).is_file(), name
+    assert list((out / "tensorboard").iterdir())
+    assert not (out / "eval_tmp").exists()
+    with open(out / "eval_history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["step"] for r in rows] == ["1", "2"]
+    assert all(0.0 <= float(r["hard"]) <= 1.0 for r in rows)
+    with open(out / "train_log.csv") as f:
+        log = list(csv.DictReader(f))
+    assert [r["step"] for r in log] == ["1", "2"]
+    assert set(log[0]) >= {"lr", "loss", "cls", "loc", "mask", "images_per_s"}
+    # an existing run is not overwritten without --resume; with it, a finished run just ends
+    assert main(args) == 2
+    assert main([*args, "--resume"]) == 0
+
+
+def test_cli_errors(tmp_path, capsys):
+    assert main(["train", "--preset", "ufssd_light", "--out", str(tmp_path)]) == 2
+    assert "--data-root" in capsys.readouterr().err
+    assert main(["train", "--preset", "nope", "--data-root", str(tmp_path)]) == 2
+    assert "unknown preset" in capsys.readouterr().err
+    assert main(["train", "--preset", "ufssd_light", "--data-root", str(tmp_path), "--set", "train.x=1"]) == 2
+    assert "unknown field" in capsys.readouterr().err
