@@ -15,8 +15,10 @@ Usage::
     python benchmarks/bench_train.py                       # light + vgg16_ffmm_x1 at 640
     python benchmarks/bench_train.py --presets ufssd_light_ffmm_x1 --pipeline --threads 2
 
-Threads: ``--threads`` (default: torch's default, the number of cores). Other processes on the
-machine slow every number down; the script prints the load average before and after.
+Threads: ``--threads`` (default: torch's default, the number of cores). ``OMP_WAIT_POLICY`` is
+PASSIVE unless set (as in ``ufssd train``): on a busy machine spinning OpenMP threads make a
+step ~10x slower. Other processes on the machine slow every number down; the script prints the
+load average before and after.
 """
 
 from __future__ import annotations
@@ -30,7 +32,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
+# as `ufssd train` does: OpenMP threads sleep instead of spinning while they wait (set
+# OMP_WAIT_POLICY=ACTIVE to measure spinning threads)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
@@ -150,7 +156,8 @@ def main() -> int:
         print(f"no data at {data_root}: using synthetic batches")
         data_root = None
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, load avg {os.getloadavg()}")  # fmt: skip
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, "
+          f"load avg {os.getloadavg()}")  # fmt: skip
     print(f"data: {'WIDER FACE train crops (augmented)' if data_root else 'synthetic'}; "
           f"median of {args.iters} steps after {args.warmup} warm-up; float32 on the CPU")  # fmt: skip
     print(f"{'preset':<24} {'res':>5} {'batch':>5} {'params(M)':>9} {'s/step':>8} {'img/s':>7} {'targets s/batch':>16}")

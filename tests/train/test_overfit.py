@@ -34,7 +34,6 @@ def test_overfit_two_images(widerface_dir, tmp_path):
         train={"iters": 100, "batch_size": 2, "resolution": RESOLUTION, "lr": 0.2,
                "warmup_iters": 10, "lr_milestones": (0.8,), "checkpoint_every": 10_000},
     )  # fmt: skip
-    torch.set_num_threads(2)
     result = train(
         cfg, samples, tmp_path / "run", workers=0, augment=False, progress=False,
         tensorboard=False, warmup_max_fraction=None, log_every=10,
