@@ -54,6 +54,7 @@ __all__ = [
     "rng_state",
     "set_rng_state",
     "preserved_rng",
+    "remove_stale_temporaries",
 ]
 
 
@@ -128,6 +129,18 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike, _serialize: Callable[[A
     serialize = _serialize or (lambda o, f: torch.save(o, f))
     with atomic_write(path, "wb") as f:
         serialize(obj, f)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, names: tuple[str, ...]) -> int:
+    """Delete ``.<name>.*.tmp`` files that a killed writer left in ``folder``; returns how many.
+    Call it only while no other process writes there (the trainer's rank 0 at start)."""
+    removed = 0
+    for name in names:
+        for tmp in Path(folder).glob(f".{name}.*.tmp"):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                removed += 1
+    return removed
 
 
 # ---------------------------------------------------------------------------------------------

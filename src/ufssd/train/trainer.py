@@ -44,6 +44,7 @@ from ufssd.train.checkpoint import (
     atomic_write_text,
     load_checkpoint,
     preserved_rng,
+    remove_stale_temporaries,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -478,6 +479,11 @@ def _train(
     end = tc.iters if stop_at is None else min(tc.iters, int(stop_at))
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
+        stale = remove_stale_temporaries(
+            out_dir, (LAST_NAME, BEST_NAME, FINAL_WEIGHTS_NAME, "config.json", "train_log.csv", "eval_history.csv")
+        )
+        if stale:
+            logger.info("removed %d temporary file(s) left by an interrupted write", stale)
         atomic_write_text(out_dir / "config.json", json.dumps(config_to_dict(cfg), indent=2, sort_keys=True) + "\n")
         logger.info("resolved config:\n%s", json.dumps(config_to_dict(cfg), indent=1, sort_keys=True))
         logger.info(
