@@ -68,6 +68,18 @@ def test_cli_train_with_eval(widerface_dir, tmp_path):
     assert main([*args, "--resume"]) == 0
 
 
+def test_cli_init_from_weights(widerface_dir, tmp_path, caplog):
+    subset = tmp_path / "train.txt"
+    subset.write_text("\n".join(TRAIN_IMAGES) + "\n")
+    common = ["train", "--preset", "ufssd_light", "--source", f"{widerface_dir}:train:{subset}", "--iters", "1",
+              "--batch-size", "2", "--resolution", "128", "--workers", "0", "--no-progress", "--no-tensorboard"]  # fmt: skip
+    assert main([*common, "--out", str(tmp_path / "a")]) == 0
+    with caplog.at_level("INFO"):
+        assert main([*common, "--out", str(tmp_path / "b"), "--init", str(tmp_path / "a" / "final.safetensors")]) == 0
+    assert any("initialised from" in r.getMessage() for r in caplog.records)
+    assert main([*common, "--out", str(tmp_path / "c"), "--init", str(tmp_path / "missing.safetensors")]) == 2
+
+
 def test_cli_errors(tmp_path, capsys):
     assert main(["train", "--preset", "ufssd_light", "--out", str(tmp_path)]) == 2
     assert "--data-root" in capsys.readouterr().err

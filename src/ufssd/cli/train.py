@@ -106,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         from ufssd.data import DataError, read_image_list, read_split
+        from ufssd.model import WeightFileError
         from ufssd.presets import get_preset, replace
         from ufssd.train import (
             CheckpointError,
@@ -199,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
             tensorboard=not args.no_tensorboard,
             **({"worker_start": args.worker_start} if args.worker_start else {}),
         )
-    except (DataError, TrainingError, CheckpointError, FileNotFoundError) as exc:
+    except (DataError, TrainingError, CheckpointError, WeightFileError, FileNotFoundError) as exc:
         raise CLIError(str(exc)) from exc
     logger.debug("stopped at step %d (finished: %s)", result.step, result.finished)
     return 0
