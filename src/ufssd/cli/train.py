@@ -58,8 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--grad-clip", type=float, metavar="NORM", help="clip the gradient norm")
 
     g = p.add_argument_group("run")
-    g.add_argument("--out", default="runs/train", metavar="DIR",
-                   help="output folder: checkpoints, logs, final.safetensors (default: runs/train)")
+    g.add_argument("--out", metavar="DIR",
+                   help="output folder: checkpoints, logs, final.safetensors (default: runs/PRESET; "
+                   "long runs belong outside the work tree)")
     g.add_argument("--resume", action="store_true",
                    help="continue from OUT/last.pt if it exists (else start afresh)")
     g.add_argument("--checkpoint-every", type=int, metavar="N", help="steps between checkpoints")
@@ -182,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
         result = train(
             cfg,
             samples,
-            Path(args.out).expanduser(),
+            Path(args.out).expanduser() if args.out else Path("runs") / args.preset,
             resume=args.resume,
             init=args.init,
             workers=args.workers,
