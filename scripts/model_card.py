@@ -46,8 +46,9 @@ def write_all(dets: dict[str, tuple], out_dir: Path, min_score: float = 0.0) -> 
     return out_dir
 
 
-def choose_threshold(dets, gt_dir, names, work: Path, precision: float) -> tuple[float | None, list]:
-    """Lowest score on a 0.05 grid whose easy precision (all detections kept) is >= precision."""
+def choose_threshold(dets, gt_dir, names, work: Path, precision: float) -> tuple[float, str, list]:
+    """Lowest score on a 0.05 grid whose easy precision (all detections kept) is >= precision;
+    when no threshold reaches it, the one with the best F1 on easy (the rule used is returned)."""
     from ufssd.evaluation import evaluate
 
     rows = []
@@ -61,7 +62,15 @@ def choose_threshold(dets, gt_dir, names, work: Path, precision: float) -> tuple
                      "hard_recall": float(res["hard"].recall[-1])})
         if chosen is None and p >= precision:
             chosen = float(thr)
-    return chosen, rows
+    if chosen is not None:
+        return chosen, f"lowest threshold with easy precision >= {precision}", rows
+
+    def f1(row):
+        p, r = row["easy_precision"], row["easy_recall"]
+        return 2 * p * r / (p + r) if np.isfinite(p) and p + r > 0 else 0.0
+
+    best = max(rows, key=f1)
+    return best["threshold"], f"easy precision never reaches {precision}: best F1 on easy ({f1(best):.3f})", rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         pred_dir = write_all(dets, args.out / f"pred_{label.replace(' ', '_')}")
         results[f"{args.name} ({label})"] = evaluate(pred_dir, gt_dir, subset=names)
         dets_single = dets_single or dets
-    threshold, rows = choose_threshold(dets_single, gt_dir, names, args.out / "thresholds", args.precision)
+    threshold, rule, rows = choose_threshold(dets_single, gt_dir, names, args.out / "thresholds", args.precision)
 
     peers = {}
     if args.peers.is_dir():
@@ -122,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         "peers": {k: v.aps for k, v in peers.items()},
         "threshold_precision_target": args.precision,
         "chosen_score_threshold": threshold,
+        "threshold_rule": rule,
         "threshold_sweep": rows,
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -131,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, res in sorted({**results, **peers}.items(), key=lambda kv: -kv[1].aps["hard"]):
         a = res.aps
         print(f"| {name} | {a['easy']:.4f} | {a['medium']:.4f} | {a['hard']:.4f} |")
-    print(f"\nscore threshold (lowest with easy precision >= {args.precision}): {threshold}")
+    print(f"\nscore threshold: {threshold} ({rule})")
     print("| threshold | easy precision | easy recall | hard recall |\n|---|---|---|---|")
     for r in rows:
         print(f"| {r['threshold']:.2f} | {r['easy_precision']:.3f} | {r['easy_recall']:.3f} | {r['hard_recall']:.3f} |")
