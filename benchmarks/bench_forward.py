@@ -14,27 +14,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 
 import torch
 
+from ufssd.inference.bench import cpu_name
 from ufssd.model import build_model, fuse_batchnorm
 from ufssd.presets import get_preset, list_presets
 
 SIZES = {"640x640": (640, 640), "640x480": (512, 640)}  # name -> padded (H, W)
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def time_forward(model: torch.nn.Module, images: torch.Tensor, warmup: int, runs: int) -> tuple[float, float]:
@@ -89,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     header.append("runs")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines = [
-        f"Machine: {cpu_model()}, {os.cpu_count()} logical cores; torch {torch.__version__}, "
+        f"Machine: {cpu_name()}, {os.cpu_count()} logical cores; torch {torch.__version__}, "
         f"{args.threads} thread(s); batch 1, eval, inference_mode; 640x480 is padded to 640x512 "
         f"(W x H); load average at the end {load:.2f}.",
         "",

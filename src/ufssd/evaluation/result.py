@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ufssd.evaluation.reader import PredictionIssue
+from ufssd.evaluation.reader import PredictionIssue, _atomic_write_text
 
 __all__ = ["SettingResult", "EvaluationResult", "save_json"]
 
@@ -113,14 +110,5 @@ def save_json(path: str | Path, payload: dict) -> Path:
     text = json.dumps(payload, allow_nan=False)  # validates: raises on NaN
     text = "{\n" + ",\n".join(f" {json.dumps(k)}: {json.dumps(v)}" for k, v in payload.items())
     text += "\n}\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    _atomic_write_text(path, text)
     return path

@@ -61,7 +61,7 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
     return sizes
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -74,7 +74,7 @@ def _cpu_name() -> str:
 
 def machine_info(threads: int, device: str = "cpu") -> dict:
     info = {
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "logical_cpus": os.cpu_count(),
         "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "threads": threads,
@@ -124,7 +124,6 @@ def run_bench(
     progress=None,
 ) -> list[BenchRow]:
     """Time every (backend, size, batch) combination (see the module doc)."""
-    from ufssd.inference.detector import FaceDetector
 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
