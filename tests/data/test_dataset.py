@@ -102,6 +102,9 @@ def test_same_stream_with_any_number_of_workers(samples: list[Sample]) -> None:
         return DataLoader(
             ds, batch_size=3, sampler=sampler, num_workers=workers, collate_fn=collate,
             worker_init_fn=worker_init,
+            # a forked worker deadlocks in OpenCV once this process has used cv2's thread pool
+            # (other tests do); the trainer starts its workers with forkserver too
+            multiprocessing_context="forkserver" if workers else None,
         )
 
     b0, b2 = _batches(loader(0), 3), _batches(loader(2), 3)  # 9 items: crosses an epoch
