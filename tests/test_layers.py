@@ -18,10 +18,10 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "ufssd"
 
 # rank of each layer: a module may import ufssd modules of its own rank or lower
-RANK = {"config": 0, "presets": 0, "geometry": 1, "model": 2, "losses": 3, "data": 4, "inference": 5, "train": 6}
+RANK = {"atomic": 0, "config": 0, "presets": 0, "geometry": 1, "model": 2, "losses": 3, "data": 4, "inference": 5, "train": 6}
 TORCH_LAYERS = {"geometry", "model", "losses", "data", "inference", "train"}
 TORCH_PACKAGES = {"torch", "torchvision", "safetensors", "onnxruntime", "onnx", "onnxscript"}
-EVALUATION_MAY_IMPORT = {"config", "presets", "evaluation"}
+EVALUATION_MAY_IMPORT = {"atomic", "config", "presets", "evaluation"}
 # the torch-free evaluation package may be used by the layers that write or score predictions
 EVALUATION_IMPORTERS = {"inference", "train", "evaluation"}
 LAYERS = {*RANK, "evaluation", "cli", "__main__"}
@@ -97,7 +97,7 @@ def _allowed(importer_layer: str | None, target: str) -> bool:
     if target_layer is None:  # the root package: lazy, imports nothing heavy
         return True
     if importer_layer is None:  # ufssd/__init__.py must stay torch-free
-        return target_layer in ("config", "presets")
+        return target_layer in ("atomic", "config", "presets")
     if importer_layer == "evaluation":
         return target_layer in EVALUATION_MAY_IMPORT
     if target_layer == "evaluation":

@@ -17,17 +17,16 @@ Every file is read with one ``read()``; the box lines of all files are parsed to
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ufssd.atomic import atomic_write_text
 from ufssd.evaluation.errors import PredictionFormatError
 from ufssd.evaluation.parsing import (
     LINE_BLANK,
@@ -314,18 +313,7 @@ def write_predictions(
         f"{x:.2f} {y:.2f} {w:.2f} {h:.2f} {s:.6f}"
         for (x, y, w, h), s in zip(xywh.tolist(), scores[order].tolist())
     ]
-    _atomic_write_text(path, "\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines) + "\n")
     return path
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ufssd.evaluation.reader import PredictionIssue, _atomic_write_text
+from ufssd.atomic import atomic_write_text
+from ufssd.evaluation.reader import PredictionIssue
 
 __all__ = ["SettingResult", "EvaluationResult", "save_json"]
 
@@ -110,5 +111,5 @@ def save_json(path: str | Path, payload: dict) -> Path:
     text = json.dumps(payload, allow_nan=False)  # validates: raises on NaN
     text = "{\n" + ",\n".join(f" {json.dumps(k)}: {json.dumps(v)}" for k, v in payload.items())
     text += "\n}\n"
-    _atomic_write_text(path, text)
+    atomic_write_text(path, text)
     return path

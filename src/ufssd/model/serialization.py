@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from ufssd.atomic import atomic_write_bytes
 from ufssd.config import DetectorConfig, config_from_dict, config_from_json, config_to_json
 from ufssd.model.detector import UFSSD
 
@@ -57,18 +57,7 @@ def save_weights(path: str | os.PathLike, model: UFSSD) -> Path:
         "sha256": tensors_sha256(state),
     }
     data = save(state, metadata=metadata)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(path, data, fsync=True)
     return path
 
 

@@ -1,0 +1,80 @@
+"""Atomic file writes: a temporary file beside the target, then ``os.replace``.
+
+The lowest layer (stdlib only), so every layer, the NumPy-only evaluation included, writes files
+the same way: a process killed mid-write leaves the previous file intact (and at most a
+``.<name>.*.tmp`` file that nothing reads).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text"]
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb", fsync: bool = True) -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path``; on a clean exit fsync it and rename it to ``path``.
+
+    If the body raises (or the process dies), ``path`` keeps its previous content and the
+    temporary file is removed (or, after a kill, left as ``.<name>.*.tmp``, never read).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as f:
+            yield f
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    if fsync:
+        _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = False) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_write(path, "wb", fsync=fsync) as f:
+        f.write(data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, fsync: bool = False) -> Path:
+    """Write ``text`` (UTF-8, newlines as given) to ``path`` atomically."""
+    with atomic_write(path, "w", fsync=fsync) as f:
+        f.write(text)
+    return Path(path)
