@@ -220,3 +220,20 @@ def test_read_split_missing_root(tmp_path: Path) -> None:
         read_split(tmp_path, "train")
     with pytest.raises(ValueError):
         read_split(tmp_path, "test")
+
+
+def test_webp_images_and_bad_headers(tmp_path: Path) -> None:
+    import cv2
+
+    (tmp_path / "images" / "ev").mkdir(parents=True)
+    ok, data = cv2.imencode(".webp", np.full((8, 8, 3), 128, np.uint8))
+    assert ok
+    (tmp_path / "images" / "ev" / "a.webp").write_bytes(data.tobytes())
+    (tmp_path / "images" / "ev" / "b.webp").write_bytes(b"GIF89a" + bytes(10))
+    txt = tmp_path / "gt.txt"
+    txt.write_text("ev/a.webp\n1\n1 2 3 4 0 0 0 0 0 0\n")
+    (sample,) = read_annotations(txt, tmp_path / "images", check_images=True)
+    assert sample.name == "ev/a" and sample.image_path.suffix == ".webp"
+    txt.write_text("ev/b.webp\n1\n1 2 3 4 0 0 0 0 0 0\n")
+    with pytest.raises(DataError, match="not a JPEG, PNG or WebP file"):
+        read_annotations(txt, tmp_path / "images", check_images=True)

@@ -30,7 +30,7 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 _NUM_FIELDS = 10
 _INVALID_FIELD = 7
 
@@ -225,8 +225,9 @@ def _check_image(path: Path) -> str | None:
         return f"image not readable ({exc})"
     if not head:
         return "image file is empty"
-    if not (head[:3] == b"\xff\xd8\xff" or head[:8] == b"\x89PNG\r\n\x1a\n"):
-        return "not a JPEG or PNG file"
+    is_webp = head[:4] == b"RIFF" and head[8:12] == b"WEBP"
+    if not (head[:3] == b"\xff\xd8\xff" or head[:8] == b"\x89PNG\r\n\x1a\n" or is_webp):
+        return "not a JPEG, PNG or WebP file"
     return None
 
 
