@@ -73,6 +73,40 @@ def choose_threshold(dets, gt_dir, names, work: Path, precision: float) -> tuple
     return best["threshold"], f"easy precision never reaches {precision}: best F1 on easy ({f1(best):.3f})", rows
 
 
+SIZE_BINS = (0, 10, 20, 40, 80, 160, 10_000)  # face height in original pixels
+
+
+def recall_by_size(dets: dict[str, tuple], samples, thresholds: tuple[float, ...]) -> list[dict]:
+    """Share of the dev faces (``invalid`` ones left out) that some detection scoring at least
+    ``t`` overlaps with IoU >= 0.5, per face-height bin. Not one-to-one matching: a size profile of
+    what the model misses, not an AP."""
+    from torchvision.ops import box_iou
+    import torch
+
+    heights, best = [], {t: [] for t in thresholds}
+    for s in samples:
+        boxes, scores = dets[f"{s.name}.jpg"]
+        gt = torch.as_tensor(s.boxes[~s.ignore], dtype=torch.float32)
+        heights.append((gt[:, 3] - gt[:, 1]).numpy())
+        for t in thresholds:
+            keep = torch.as_tensor(np.asarray(scores) >= t)
+            pred = torch.as_tensor(np.asarray(boxes), dtype=torch.float32)[keep]
+            if len(gt) and len(pred):
+                best[t].append(box_iou(gt, pred).max(dim=1).values.numpy())
+            else:
+                best[t].append(np.zeros(len(gt), np.float32))
+    height = np.concatenate(heights)
+    rows = []
+    for lo, hi in zip(SIZE_BINS[:-1], SIZE_BINS[1:]):
+        in_bin = (height >= lo) & (height < hi)
+        row = {"height": f"{lo}-{hi}" if hi < SIZE_BINS[-1] else f">={lo}", "faces": int(in_bin.sum())}
+        for t in thresholds:
+            found = np.concatenate(best[t])[in_bin] >= 0.5
+            row[f"recall@{t:g}"] = float(found.mean()) if in_bin.any() else float("nan")
+        rows.append(row)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     repo = Path(__file__).resolve().parents[1]
     wider = repo.parent / "shared" / "data" / "widerface"
@@ -91,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from ufssd.data import read_image_list
+    from ufssd.data import read_image_list, read_split
     from ufssd.evaluation import evaluate, plot_pr_curves
     from ufssd.inference import FaceDetector
 
@@ -114,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         results[f"{args.name} ({label})"] = evaluate(pred_dir, gt_dir, subset=names)
         dets_single = dets_single or dets
     threshold, rule, rows = choose_threshold(dets_single, gt_dir, names, args.out / "thresholds", args.precision)
+    dev_samples = read_split(args.data_root, "val", subset=subset)
+    by_size = recall_by_size(dets_single, dev_samples, (0.3, threshold))
 
     peers = {}
     if args.peers.is_dir():
@@ -133,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         "chosen_score_threshold": threshold,
         "threshold_rule": rule,
         "threshold_sweep": rows,
+        "recall_by_face_height": by_size,
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
 
@@ -145,6 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     print("| threshold | easy precision | easy recall | hard recall |\n|---|---|---|---|")
     for r in rows:
         print(f"| {r['threshold']:.2f} | {r['easy_precision']:.3f} | {r['easy_recall']:.3f} | {r['hard_recall']:.3f} |")
+    keys = [k for k in by_size[0] if k.startswith("recall@")]
+    print("\nrecall by face height (single-scale; IoU >= 0.5 with any detection at or above the score)")
+    print("| face height (px) | faces | " + " | ".join(keys) + " |\n|---|---|" + "---|" * len(keys))
+    for r in by_size:
+        print(f"| {r['height']} | {r['faces']} | " + " | ".join(f"{r[k]:.3f}" for k in keys) + " |")
     print(f"\nwritten: {args.out / 'summary.json'}, {args.out / 'pr_curves.png'}")
     return 0
 
