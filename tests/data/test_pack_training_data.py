@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,15 +9,9 @@ import pytest
 
 from ufssd.data import read_split
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "pack_training_data.py"
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("pack_training_data", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture(scope="module")
+def pack(load_script):
+    return load_script("pack_training_data")
 
 
 def _mini_root(src: Path, dst: Path, n_train: int = 3, n_val: int = 2) -> Path:
@@ -48,10 +40,9 @@ def _mini_root(src: Path, dst: Path, n_train: int = 3, n_val: int = 2) -> Path:
     return dst
 
 
-def test_pack_scales_boxes_and_keeps_flags(widerface_dir: Path, tmp_path: Path) -> None:
+def test_pack_scales_boxes_and_keeps_flags(pack, widerface_dir: Path, tmp_path: Path) -> None:
     import cv2
 
-    pack = _load_script()
     root = _mini_root(widerface_dir, tmp_path / "src")
     out = tmp_path / "packed"
     pack.pack(root, out, max_side=320, quality=70, max_mib=10)
@@ -69,8 +60,7 @@ def test_pack_scales_boxes_and_keeps_flags(widerface_dir: Path, tmp_path: Path) 
             assert s.ignore.tolist() == o.ignore.tolist()
 
 
-def test_pack_refuses_past_the_size_limit(widerface_dir: Path, tmp_path: Path) -> None:
-    pack = _load_script()
+def test_pack_refuses_past_the_size_limit(pack, widerface_dir: Path, tmp_path: Path) -> None:
     root = _mini_root(widerface_dir, tmp_path / "src")
     with pytest.raises(SystemExit, match="max-mib"):
         pack.pack(root, tmp_path / "packed", max_side=800, quality=90, max_mib=0.001)

@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "train_within.py"
-
-
 @pytest.fixture(scope="module")
-def within():
-    spec = importlib.util.spec_from_file_location("train_within", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+def within(load_script):
+    return load_script("train_within")
 
 
 def test_speed_leaves_out_the_start_up_interval(within, tmp_path: Path) -> None:
