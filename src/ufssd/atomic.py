@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_path", "atomic_write", "atomic_write_bytes", "atomic_write_text"]
 
 
 def _current_umask() -> int:
@@ -50,6 +50,28 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", fsync: bool = True) 
         raise
     if fsync:
         _fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+    """A temporary path beside ``path`` for writers that open the file themselves (SciPy,
+    Matplotlib, OpenCV's video writer); on a clean exit it is renamed to ``path``.
+
+    ``suffix`` keeps the extension that such writers read the format from. If the body raises,
+    ``path`` keeps its previous content and the temporary file is removed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -205,3 +205,61 @@ def test_video_frames(tmp_path):
     frames = list(reader)
     assert len(frames) == 3 and frames[0].shape == (48, 64, 3)
     assert frames[0][..., 0].mean() > 150 and frames[0][..., 2].mean() < 50  # RGB order
+
+
+class _Interrupt(Exception):
+    pass
+
+
+class _StopsAfter:
+    """A detector that works for ``n`` calls, then raises (an interrupt mid-run)."""
+
+    def __init__(self, inner, n: int) -> None:
+        self.inner, self.n, self.pixel_limit = inner, n, inner.pixel_limit
+
+    def detect(self, *args, **kwargs):
+        if self.n == 0:
+            raise _Interrupt("stopped")
+        self.n -= 1
+        return self.inner.detect(*args, **kwargs)
+
+
+def _clip(path, frames: int = 4):
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5.0, (96, 64))
+    for i in range(frames):
+        writer.write(np.full((64, 96, 3), 40 * i, np.uint8))
+    writer.release()
+    return path
+
+
+def test_interrupted_video_leaves_no_partial_files(tmp_path):
+    from ufssd.inference import FaceDetector
+    from ufssd.inference.files import detect_files
+
+    video = _clip(tmp_path / "clip.avi")
+    out = tmp_path / "out"
+    detector = _StopsAfter(FaceDetector(preset="ufssd_light"), n=1)
+    with pytest.raises(_Interrupt):
+        detect_files(detector, [video], out_dir=out, write_json=True, save_images=True, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == []  # no video, no JSON, no temporary file
+
+
+def test_interrupted_run_leaves_the_previous_jsonl(tmp_path):
+    from ufssd.inference import FaceDetector
+    from ufssd.inference.files import detect_files
+
+    for k in range(3):
+        Image.fromarray(np.full((48, 64, 3), 50 * k, np.uint8)).save(tmp_path / f"{k}.png")
+    jsonl = tmp_path / "out" / "faces.jsonl"
+    jsonl.parent.mkdir()
+    jsonl.write_text("previous\n")
+    detector = _StopsAfter(FaceDetector(preset="ufssd_light"), n=1)
+    paths = [tmp_path / f"{k}.png" for k in range(3)]
+    with pytest.raises(_Interrupt):
+        detect_files(detector, paths, jsonl=jsonl, progress=False)
+    assert jsonl.read_text() == "previous\n"
+    assert sorted(p.name for p in jsonl.parent.iterdir()) == ["faces.jsonl"]
+    summary = detect_files(FaceDetector(preset="ufssd_light"), paths, jsonl=jsonl, progress=False)
+    assert len(jsonl.read_text().splitlines()) == 3 and summary.written == [jsonl]

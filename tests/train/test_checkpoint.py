@@ -135,3 +135,18 @@ def test_atomic_write_text_replaces_whole_file(tmp_path):
     atomic_write_text(path, "first")
     atomic_write_text(path, "second")
     assert path.read_text() == "second"
+
+
+def test_atomic_path_renames_on_success_and_cleans_up_on_error(tmp_path):
+    from ufssd.atomic import atomic_path
+
+    target = tmp_path / "sub" / "plot.png"
+    with atomic_path(target, suffix=".png") as tmp:
+        assert tmp.parent == target.parent and tmp.suffix == ".png" and tmp != target
+        tmp.write_bytes(b"new")
+    assert target.read_bytes() == b"new"
+    with pytest.raises(RuntimeError), atomic_path(target, suffix=".png") as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("writer failed")
+    assert target.read_bytes() == b"new"
+    assert [p.name for p in target.parent.iterdir()] == ["plot.png"]

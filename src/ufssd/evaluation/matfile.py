@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from ufssd.atomic import atomic_write
 from ufssd.evaluation.result import EvaluationResult
 
 __all__ = ["save_pr_mat", "pr_mat_path"]
@@ -39,21 +37,13 @@ def save_pr_mat(out_dir: str | Path, name: str, result: EvaluationResult) -> lis
     paths = []
     for setting, res in result.settings.items():
         path = pr_mat_path(out_dir, name, setting)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                savemat(
-                    f,
-                    {"pr_cruve": np.asarray(res.pr_curve, dtype=np.float64), "legend_name": name},
-                    format="5",
-                    do_compression=True,
-                    oned_as="column",
-                )
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        with atomic_write(path, "wb", fsync=False) as f:
+            savemat(
+                f,
+                {"pr_cruve": np.asarray(res.pr_curve, dtype=np.float64), "legend_name": name},
+                format="5",
+                do_compression=True,
+                oned_as="column",
+            )
         paths.append(path)
     return paths

@@ -3,13 +3,11 @@ organisers' ``wider_plot.m`` (legend sorted by AP, AP in the legend). Imports ma
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from ufssd.atomic import atomic_path
 from ufssd.evaluation.result import EvaluationResult
 
 __all__ = ["plot_pr_curves"]
@@ -53,17 +51,9 @@ def plot_pr_curves(results: Mapping[str, EvaluationResult], out_path: str | Path
         ax.grid(True, alpha=0.4)
         ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = out_path.suffix or ".png"
-    fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.stem}.", suffix=suffix)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, out_path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+        with atomic_path(out_path, suffix=out_path.suffix or ".png") as tmp:
+            fig.savefig(tmp, dpi=120)
     finally:
         plt.close(fig)
     return out_path

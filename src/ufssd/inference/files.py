@@ -15,9 +15,9 @@ two inputs with the same ``<base>`` get ``_2``, ``_3`` ... suffixes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +25,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from ufssd.atomic import atomic_path, atomic_write
 from ufssd.inference.draw import draw_detections, encode_image
 from ufssd.inference.io import (
     InputError,
@@ -118,14 +119,10 @@ def detect_files(
 
     jsonl_path: Path | None = None
     jsonl_stream: TextIO | None = None
-    jsonl_tmp: str | None = None
     if isinstance(jsonl, (str, os.PathLike)):
         jsonl_path = Path(jsonl)
         if jsonl_path.resolve() in outputs.inputs:
             raise OutputClashError(jsonl_path, "the JSON lines file is an input; choose another path")
-        jsonl_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, jsonl_tmp = tempfile.mkstemp(prefix=f".{jsonl_path.name}.", suffix=".tmp", dir=jsonl_path.parent)
-        jsonl_stream = os.fdopen(fd, "w", encoding="utf-8")
     elif jsonl is not None:
         jsonl_stream = jsonl
 
@@ -154,7 +151,11 @@ def detect_files(
             on_result(item, result)
 
     bar = tqdm(total=len(files), desc="detect", unit="file", disable=None if progress else True, dynamic_ncols=True)
-    try:
+    # the JSON lines file appears, whole, only when every input was handled
+    with contextlib.ExitStack() as stack:
+        bar = stack.enter_context(contextlib.closing(bar))
+        if jsonl_path is not None:
+            jsonl_stream = stack.enter_context(atomic_write(jsonl_path, "w", fsync=False))
         pending: list[tuple[InputFile, np.ndarray]] = []
 
         def flush() -> None:
@@ -191,16 +192,7 @@ def detect_files(
             if len(pending) >= batch_size:
                 flush()
         flush()
-    except BaseException:
-        if jsonl_tmp is not None:
-            jsonl_stream.close()
-            Path(jsonl_tmp).unlink(missing_ok=True)
-        raise
-    finally:
-        bar.close()
-    if jsonl_tmp is not None:
-        jsonl_stream.close()
-        os.replace(jsonl_tmp, jsonl_path)
+    if jsonl_path is not None:
         summary.written.append(jsonl_path)
     elif jsonl_stream is not None:
         jsonl_stream.flush()
@@ -214,46 +206,44 @@ def _detect_video(detector, item, outputs, write_json, save_images, batch_size, 
     base = outputs.base(item) if (write_json or save_images) else None
     json_path = outputs.check(base.with_suffix(".json"), item) if write_json else None
     video_path = outputs.check(base.with_name(base.name + "_faces.mp4"), item) if save_images else None
-    writer = tmp_video = None
     frames: list[dict[str, Any]] = []
     lines: list[dict[str, Any]] = []  # emitted only when the whole video succeeded
     try:
-        if video_path is not None:
-            video_path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp_video = tempfile.mkstemp(prefix=f".{video_path.stem}.", suffix=".mp4", dir=video_path.parent)
-            os.close(fd)
-            fourcc = cv2.VideoWriter_fourcc(*"mp4v")
-            writer = cv2.VideoWriter(tmp_video, fourcc, reader.fps / stride, (reader.width, reader.height))
-            if not writer.isOpened():
-                raise InputError(item.path, "cannot write the annotated video (no mp4v encoder in this OpenCV)")
-        batch: list[tuple[int, np.ndarray]] = []
-
-        def flush() -> None:
-            results = detector.detect([f for _, f in batch], batch_size=batch_size)
-            for (index, frame), result in zip(batch, results):
-                record = {"image": str(item.path), "frame": index, "time_s": round(index / reader.fps, 4)}
-                record.update({k: v for k, v in result.to_dict().items() if k != "image"})
-                lines.append(record)
-                frames.append({k: v for k, v in record.items() if k not in ("image", "width", "height")})
-                if writer is not None:
-                    writer.write(cv2.cvtColor(draw_detections(frame, result), cv2.COLOR_RGB2BGR))
-                summary.frames += 1
-                summary.faces += len(result)
-            batch.clear()
-
-        for index, frame in enumerate(reader):
-            if index % stride:
-                continue
-            batch.append((index, frame))
-            if len(batch) >= batch_size:
-                flush()
-        if batch:
-            flush()
-        if writer is not None:
-            writer.release()
+        # the annotated video is renamed into place only when every frame is written; on an
+        # error the writer is released (callbacks run last-in first) and the partial file removed
+        with contextlib.ExitStack() as video_out:
             writer = None
-            os.replace(tmp_video, video_path)
-            tmp_video = None
+            if video_path is not None:
+                tmp_video = video_out.enter_context(atomic_path(video_path, suffix=".mp4"))
+                fourcc = cv2.VideoWriter_fourcc(*"mp4v")
+                writer = cv2.VideoWriter(str(tmp_video), fourcc, reader.fps / stride, (reader.width, reader.height))
+                video_out.callback(writer.release)
+                if not writer.isOpened():
+                    raise InputError(item.path, "cannot write the annotated video (no mp4v encoder in this OpenCV)")
+            batch: list[tuple[int, np.ndarray]] = []
+
+            def flush() -> None:
+                results = detector.detect([f for _, f in batch], batch_size=batch_size)
+                for (index, frame), result in zip(batch, results):
+                    record = {"image": str(item.path), "frame": index, "time_s": round(index / reader.fps, 4)}
+                    record.update({k: v for k, v in result.to_dict().items() if k != "image"})
+                    lines.append(record)
+                    frames.append({k: v for k, v in record.items() if k not in ("image", "width", "height")})
+                    if writer is not None:
+                        writer.write(cv2.cvtColor(draw_detections(frame, result), cv2.COLOR_RGB2BGR))
+                    summary.frames += 1
+                    summary.faces += len(result)
+                batch.clear()
+
+            for index, frame in enumerate(reader):
+                if index % stride:
+                    continue
+                batch.append((index, frame))
+                if len(batch) >= batch_size:
+                    flush()
+            if batch:
+                flush()
+        if video_path is not None:
             summary.written.append(video_path)
         if json_path is not None:
             doc = {
@@ -267,7 +257,3 @@ def _detect_video(detector, item, outputs, write_json, save_images, batch_size, 
         summary.processed += 1
     finally:
         reader.close()
-        if writer is not None:
-            writer.release()
-        if tmp_video is not None:
-            Path(tmp_video).unlink(missing_ok=True)
