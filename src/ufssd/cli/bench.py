@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ufssd.cli import CLIError
+from ufssd.cli._model import add_weights_or_preset, load_model
 
 HELP = "measure end-to-end detection latency (the source of the README's speed figures)"
 
@@ -26,9 +27,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "bench", help=HELP, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--weights", metavar="W", help=".safetensors or .pt file (default: the embedded model)")
-    src.add_argument("--preset", metavar="P", help="a preset with random weights")
+    add_weights_or_preset(p, onnx=False)
     p.add_argument(
         "--sizes", default="640x480", metavar="WxH,...", help="image sizes, width x height (default 640x480)"
     )
@@ -44,9 +43,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ufssd.cli.export import _load
     from ufssd.inference.bench import format_markdown, machine_info, parse_sizes, run_bench, to_json
-    from ufssd.inference.detector import default_weights_path
     from ufssd.inference.io import atomic_write_text
 
     try:
@@ -60,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--backend takes torch and/or onnxruntime, got {args.backend!r}")
     if not batches or min(batches) < 1 or args.threads < 1 or args.repeats < 1 or args.warmup < 0:
         raise CLIError("--batch, --threads and --repeats must be >= 1 (--warmup >= 0)")
-    model = _load(args, default_weights_path())
+    model = load_model(args, "bench")
 
     def progress(row) -> None:
         print(

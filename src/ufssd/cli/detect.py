@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from ufssd.cli import CLIError
+from ufssd.cli._model import add_weights_or_preset
 
 HELP = "find faces in images, folders (recursively) and videos"
 
@@ -24,9 +25,7 @@ Boxes are x1 y1 x2 y2 in original-image pixels.
 
 def add_model_arguments(p: argparse.ArgumentParser, *, backend: bool = True, tta: bool = True) -> None:
     g = p.add_argument_group("model")
-    src = g.add_mutually_exclusive_group()
-    src.add_argument("--weights", metavar="W", help="a .safetensors, .pt or .onnx file (default: the embedded model)")
-    src.add_argument("--preset", metavar="P", help="a preset with random weights (testing, benchmarks)")
+    add_weights_or_preset(g, onnx=True)
     g.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     if backend:
         g.add_argument(

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ufssd.cli import CLIError
+from ufssd.cli._model import add_weights_or_preset, load_model
 
 HELP = "export the network to ONNX (with a parity check against PyTorch)"
 
@@ -24,9 +25,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "export", help=HELP, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--weights", metavar="W", help=".safetensors or .pt file (default: the embedded model)")
-    src.add_argument("--preset", metavar="P", help="a preset with random weights (testing)")
+    add_weights_or_preset(p, onnx=False, preset_help="a preset with random weights (testing)")
     p.add_argument("--format", default="onnx", choices=("onnx",), help="only onnx")
     p.add_argument("--out", required=True, metavar="F.onnx", help="output file (written atomically)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
@@ -35,7 +34,6 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ufssd.inference.detector import default_weights_path
     from ufssd.inference.export import OPSET, ExportParityError, export_onnx
 
     out = Path(args.out)
@@ -43,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--out is the weight file itself; choose another path")
     if args.weights and Path(args.weights).suffix.lower() == ".onnx":
         raise CLIError(f"{args.weights}: already an ONNX file")
-    model = _load(args, default_weights_path())
+    model = load_model(args, "export")
     try:
         result = export_onnx(model, out, opset=args.opset or OPSET, check=not args.no_check)
     except ExportParityError as exc:
@@ -53,26 +51,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"ufssd export: {result.parity.summary()}", file=sys.stderr)
     print(f"ufssd export: wrote {out} ({len(result.data) / 1e6:.1f} MB, model {model.config.name})", file=sys.stderr)
     return 0
-
-
-def _load(args: argparse.Namespace, default: Path):
-    import logging
-
-    from ufssd.model import build_model, load_weights
-
-    if args.preset:
-        try:
-            model = build_model(args.preset)
-        except KeyError as exc:
-            raise CLIError(str(exc).strip("'\"")) from exc
-        logging.getLogger("ufssd.export").warning("exporting preset %r with random weights (untrained)", args.preset)
-        return model.eval()
-    path = Path(args.weights) if args.weights else default
-    if not path.is_file():
-        if args.weights:
-            raise CLIError(f"{path}: weight file not found")
-        raise CLIError(f"no embedded default model: {path} does not exist yet; use --weights W or --preset P")
-    try:
-        return load_weights(path)
-    except ValueError as exc:
-        raise CLIError(str(exc)) from exc

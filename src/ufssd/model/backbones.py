@@ -50,6 +50,14 @@ _VGG16_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, 
 _VGG16_TAPS = (7, 10, 13)  # 1-based conv numbers of conv3_3, conv4_3, conv5_3
 
 
+
+def extra_layer(in_channels: int, mid_channels: int, out_channels: int, batch_norm: bool) -> nn.Sequential:
+    """SSD's extra level: a 1x1 reduction, then a 3x3 convolution at stride 2."""
+    return nn.Sequential(
+        conv_bn_relu(in_channels, mid_channels, 1, batch_norm=batch_norm),
+        conv_bn_relu(mid_channels, out_channels, 3, stride=2, batch_norm=batch_norm),
+    )
+
 class VGG16Backbone(nn.Module):
     """S3FD's VGG-16: conv3_3 (4), conv4_3 (8), conv5_3 (16), fc7 (32), conv6_2 (64), conv7_2 (128).
 
@@ -82,14 +90,8 @@ class VGG16Backbone(nn.Module):
         self.l2norms = nn.ModuleList(L2Norm(c, s) for c, s in zip((256, 512, 512), l2norm_scales))
         self.fc6 = conv_bn_relu(512, 1024, 3, dilation=6, batch_norm=batch_norm)
         self.fc7 = conv_bn_relu(1024, 1024, 1, batch_norm=batch_norm)
-        self.conv6 = nn.Sequential(
-            conv_bn_relu(1024, 256, 1, batch_norm=batch_norm),
-            conv_bn_relu(256, 512, 3, stride=2, batch_norm=batch_norm),
-        )
-        self.conv7 = nn.Sequential(
-            conv_bn_relu(512, 128, 1, batch_norm=batch_norm),
-            conv_bn_relu(128, 256, 3, stride=2, batch_norm=batch_norm),
-        )
+        self.conv6 = extra_layer(1024, 256, 512, batch_norm)
+        self.conv7 = extra_layer(512, 128, 256, batch_norm)
         self.out_channels = (256, 512, 512, 1024, 512, 256)
         init_conv_weights(self)
 
@@ -129,14 +131,8 @@ class ResNet152Backbone(nn.Module):
         net = resnet152(weights=None)
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
-        self.extra1 = nn.Sequential(
-            conv_bn_relu(2048, 512, 1, batch_norm=batch_norm),
-            conv_bn_relu(512, 512, 3, stride=2, batch_norm=batch_norm),
-        )
-        self.extra2 = nn.Sequential(
-            conv_bn_relu(512, 256, 1, batch_norm=batch_norm),
-            conv_bn_relu(256, 256, 3, stride=2, batch_norm=batch_norm),
-        )
+        self.extra1 = extra_layer(2048, 512, 512, batch_norm)
+        self.extra2 = extra_layer(512, 256, 256, batch_norm)
         init_conv_weights(self.extra1)
         init_conv_weights(self.extra2)
         self.laterals = nn.ModuleList(
