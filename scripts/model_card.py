@@ -80,21 +80,19 @@ def recall_by_size(dets: dict[str, tuple], samples, thresholds: tuple[float, ...
     """Share of the dev faces (``invalid`` ones left out) that some detection scoring at least
     ``t`` overlaps with IoU >= 0.5, per face-height bin. Not one-to-one matching: a size profile of
     what the model misses, not an AP."""
-    from torchvision.ops import box_iou
     import torch
+    from torchvision.ops import box_iou
 
     heights, best = [], {t: [] for t in thresholds}
     for s in samples:
         boxes, scores = dets[f"{s.name}.jpg"]
         gt = torch.as_tensor(s.boxes[~s.ignore], dtype=torch.float32)
         heights.append((gt[:, 3] - gt[:, 1]).numpy())
+        iou = box_iou(gt, torch.as_tensor(np.asarray(boxes), dtype=torch.float32)).numpy()  # (G, K)
+        scores = np.asarray(scores)
         for t in thresholds:
-            keep = torch.as_tensor(np.asarray(scores) >= t)
-            pred = torch.as_tensor(np.asarray(boxes), dtype=torch.float32)[keep]
-            if len(gt) and len(pred):
-                best[t].append(box_iou(gt, pred).max(dim=1).values.numpy())
-            else:
-                best[t].append(np.zeros(len(gt), np.float32))
+            above = iou[:, scores >= t]
+            best[t].append(above.max(axis=1) if above.shape[1] else np.zeros(len(gt), np.float32))
     height = np.concatenate(heights)
     rows = []
     for lo, hi in zip(SIZE_BINS[:-1], SIZE_BINS[1:]):

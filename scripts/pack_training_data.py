@@ -3,7 +3,9 @@
 The GPU machine of the ``device`` tool receives only the work tree (64 MiB), so its training run
 reads a re-encoded copy: every image the trainer may use (``train`` + ``val_train_images.txt``;
 never the dev slice), its longer side shrunk to ``--max-side``, saved as WebP, and the official
-annotation files with the boxes scaled by the same factor (the other nine fields unchanged)::
+annotation files, read with :func:`ufssd.data.read_split` and written back with the boxes scaled by
+the same factor and the ``invalid`` flag set for every ignored face (blur, pose and the other
+attributes, which no trainer reads, are written as 0)::
 
     python scripts/pack_training_data.py --root ../shared/data/widerface --out .device_data/widerface
 
@@ -18,70 +20,52 @@ import sys
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from ufssd.atomic import atomic_write_bytes, atomic_write_text
-from ufssd.data import DataError, read_image_list
-from ufssd.data.widerface import normalize_name, split_paths
+from ufssd.data import DataError, load_image, read_image_list, read_split
+from ufssd.data.widerface import split_paths
 from ufssd.train.sources import VAL_TRAIN_LIST
 
 
-def _blocks(txt_path: Path) -> dict[str, list[str]]:
-    """name -> the block's lines (name line, count, face lines) of an official annotation file."""
-    lines = txt_path.read_text().splitlines()
-    blocks: dict[str, list[str]] = {}
-    i = 0
-    while i < len(lines):
-        if not lines[i].strip():
-            i += 1
-            continue
-        count = int(lines[i + 1])
-        n_face_lines = max(count, 1)  # a zero-face block still carries one line of zeros
-        blocks[normalize_name(lines[i])] = lines[i : i + 2 + n_face_lines]
-        i += 2 + n_face_lines
-    return blocks
-
-
-def _scaled_block(block: list[str], new_name: str, scale: float) -> list[str]:
-    out = [new_name, block[1]]
-    for line in block[2:]:
-        fields = line.split()
-        if not any(float(f) for f in fields):  # the zero line of a face-less image, kept verbatim
-            out.append(line)
-            continue
-        xywh = [float(f) * scale for f in fields[:4]]
-        out.append(" ".join([*(f"{v:.2f}" for v in xywh), *fields[4:]]))
-    return out
+def _block(name: str, boxes: np.ndarray, ignore: np.ndarray) -> list[str]:
+    """One image's block in the official format; a face-less image gets the train convention."""
+    if len(boxes) == 0:
+        return [name, "0", "0 0 0 0 0 0 0 0 0 0"]
+    lines = [name, str(len(boxes))]
+    for (x1, y1, x2, y2), invalid in zip(boxes.tolist(), ignore.tolist()):
+        lines.append(f"{x1:.2f} {y1:.2f} {x2 - x1:.2f} {y2 - y1:.2f} 0 0 0 {int(invalid)} 0 0")
+    return lines
 
 
 def pack(root: Path, out: Path, max_side: int, quality: int, max_mib: float) -> None:
     root = root.resolve()
-    wanted = {"train": None, "val": set(read_image_list(root / VAL_TRAIN_LIST))}
+    subsets = {"train": None, "val": root / VAL_TRAIN_LIST}
     total = 0
-    for split, names in wanted.items():
-        txt_path, image_root = split_paths(root, split)
+    for split, subset in subsets.items():
+        samples = sorted(read_split(root, split, subset=subset), key=lambda s: s.name)
         out_txt, out_images = split_paths(out, split)
-        blocks = _blocks(txt_path)
-        kept = sorted(blocks if names is None else names)
         written: list[str] = []
-        for name in kept:
-            src = image_root / f"{name}.jpg"
-            image = cv2.imread(str(src), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-            if image is None:
-                raise DataError(f"{src}: cannot read the image")
+        for sample in samples:
+            image = load_image(sample.image_path, sample.origin)
             scale = min(1.0, max_side / max(image.shape[:2]))
             if scale < 1.0:
                 image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-            ok, data = cv2.imencode(".webp", image, [cv2.IMWRITE_WEBP_QUALITY, quality])
+            bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+            ok, data = cv2.imencode(".webp", bgr, [cv2.IMWRITE_WEBP_QUALITY, quality])
             if not ok:
-                raise DataError(f"{src}: WebP encoding failed")
+                raise DataError(f"{sample.image_path}: WebP encoding failed")
             total += len(data)
             if total > max_mib * 2**20:
-                raise SystemExit(f"the packed images pass --max-mib {max_mib} at {name}: lower --max-side or --quality")
-            atomic_write_bytes(out_images / f"{name}.webp", data.tobytes())
-            written.extend(_scaled_block(blocks[name], f"{name}.webp", scale))
+                raise SystemExit(
+                    f"the packed images pass --max-mib {max_mib} at {sample.name}: lower --max-side or --quality"
+                )
+            atomic_write_bytes(out_images / f"{sample.name}.webp", data.tobytes())
+            written.extend(_block(f"{sample.name}.webp", sample.boxes * scale, sample.ignore))
         atomic_write_text(out_txt, "\n".join(written) + "\n")
-        print(f"{split}: {len(kept)} images -> {out_images}")
-    atomic_write_text(out / VAL_TRAIN_LIST, "".join(f"{n}.webp\n" for n in sorted(wanted["val"])))
+        print(f"{split}: {len(samples)} images -> {out_images}")
+    val_names = sorted(read_image_list(root / VAL_TRAIN_LIST))
+    atomic_write_text(out / VAL_TRAIN_LIST, "".join(f"{n}.webp\n" for n in val_names))
     print(f"{total / 2**20:.1f} MiB of images in {out}")
 
 
