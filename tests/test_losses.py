@@ -127,3 +127,107 @@ def test_shape_mismatch_raises():
     logits, deltas, targets, labels = _batch()
     with pytest.raises(ValueError):
         ufssd_loss(Out(logits[:, :10], deltas), labels, targets, [], CFG)
+
+
+# ---------------------------------------------------------------------------------------------
+# the box fixes (docs/boxes.md): IoU box losses in the anchor frame, quality focal loss
+
+from torchvision.ops import distance_box_iou_loss, generalized_box_iou_loss  # noqa: E402
+
+from ufssd.config import AnchorConfig  # noqa: E402
+from ufssd.geometry import decode, encode  # noqa: E402
+from ufssd.losses import anchor_frame_boxes, box_loss, quality_focal_loss  # noqa: E402
+
+CODING = AnchorConfig()
+
+
+def _face_and_anchor_boxes():
+    """Two faces of 100x130 and 300x380 px, each with a square anchor of its level, and a
+    prediction 20 % too small and off-centre: the case the v3 diagnosis measured."""
+    faces = torch.tensor([[50.0, 40.0, 150.0, 170.0], [200.0, 100.0, 500.0, 480.0]])
+    anchors = torch.tensor([[36.0, 41.0, 164.0, 169.0], [222.0, 162.0, 478.0, 418.0]])
+    c = (faces[:, :2] + faces[:, 2:]) / 2 + torch.tensor([[6.0, -4.0], [-15.0, 10.0]])
+    wh = (faces[:, 2:] - faces[:, :2]) * 0.8
+    pred = torch.cat([c - wh / 2, c + wh / 2], dim=1)
+    return faces, anchors, pred
+
+
+@pytest.mark.parametrize("kind,reference", [("giou", generalized_box_iou_loss), ("diou", distance_box_iou_loss)])
+def test_iou_box_loss_in_the_anchor_frame_equals_the_pixel_loss(kind, reference):
+    faces, anchors, pred = _face_and_anchor_boxes()
+    t_face = encode(faces, anchors, CODING.variances)
+    t_pred = encode(pred, anchors, CODING.variances)
+    pixels = reference(pred, faces, reduction="sum")
+    assert box_loss(t_pred, t_face, kind, CODING).item() == pytest.approx(pixels.item(), rel=1e-5)
+    # and it is 0 for a perfect prediction, > 0.1 for this one
+    assert box_loss(t_face, t_face, kind, CODING).item() == pytest.approx(0.0, abs=1e-6)
+    assert pixels.item() > 0.1
+
+
+def test_anchor_frame_boxes_is_decode_scaled_by_the_anchor_side():
+    faces, anchors, _ = _face_and_anchor_boxes()
+    t = encode(faces, anchors, CODING.variances)
+    side = (anchors[:, 2] - anchors[:, 0])[:, None]
+    centre = ((anchors[:, :2] + anchors[:, 2:]) / 2).repeat(1, 2)
+    expected = (decode(t, anchors, CODING.variances, CODING.max_log_size) - centre) / side
+    torch.testing.assert_close(anchor_frame_boxes(t, CODING), expected)
+
+
+def test_unknown_loss_kinds_are_named():
+    logits, deltas, targets, labels = _batch()
+    with pytest.raises(ValueError, match="box loss 'iou2'"):
+        ufssd_loss(Out(logits, deltas), labels, targets, [], dataclasses.replace(CFG, box_loss="iou2"))
+    with pytest.raises(ValueError, match="class loss 'focal'"):
+        ufssd_loss(Out(logits, deltas), labels, targets, [], dataclasses.replace(CFG, cls_loss="focal"))
+
+
+def test_quality_focal_loss_hand_computed():
+    # one anchor: logits (0, log 3) -> p = 0.75, target q = 0.5, beta 2
+    logits = torch.tensor([[[0.0, float(torch.log(torch.tensor(3.0)))]]])
+    q = torch.tensor([[0.5]])
+    used = torch.tensor([[True]])
+    expected = 0.25**2 * -(0.5 * torch.log(torch.tensor(0.25)) + 0.5 * torch.log(torch.tensor(0.75)))
+    assert quality_focal_loss(logits, q, used, 2.0).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert quality_focal_loss(logits, q, ~used, 2.0).item() == 0.0
+
+
+def test_easy_negatives_learn_only_with_qfl():
+    """The level-0 score floor of v3 (docs/boxes.md): with hard-negative mining, a background
+    anchor that is not among the 3 x P hardest gets no gradient at all, whatever its score; QFL
+    pushes every background anchor down. 1 positive, 3 hard negatives, 96 easy ones at p = 0.16."""
+    a = 100
+    labels = torch.full((1, a), BACKGROUND, dtype=torch.int64)
+    labels[0, 0] = POSITIVE
+    logits = torch.zeros(1, a, 2)
+    logits[0, :, 1] = float(torch.logit(torch.tensor(0.16)))  # easy negatives, p = 0.16
+    logits[0, 1:4, 1] = 3.0  # hard negatives
+    logits[0, 0, 1] = 3.0
+    deltas = torch.zeros(1, a, 4)
+    targets = torch.zeros(1, a, 4)
+    grads = {}
+    for kind in ("ce", "qfl"):
+        x = logits.clone().requires_grad_(True)
+        ufssd_loss(Out(x, deltas), labels, targets, [], dataclasses.replace(CFG, cls_loss=kind))["loss"].backward()
+        grads[kind] = x.grad[0, 4:, 1]
+    assert torch.all(grads["ce"] == 0)
+    assert torch.all(grads["qfl"] > 0)  # gradient descent lowers their face logit
+
+
+def test_qfl_target_is_the_predicted_box_iou():
+    """The class term of a positive vanishes where its face probability equals its box's IoU:
+    1 for a perfect box, the IoU (about 0.6) for the 20 %-too-small box."""
+    faces, anchors, pred = _face_and_anchor_boxes()
+    t_face = encode(faces[1:], anchors[1:], CODING.variances)[None]
+    t_pred = encode(pred[1:], anchors[1:], CODING.variances)[None]
+    iou = __import__("torchvision").ops.box_iou(pred[1:], faces[1:])[0, 0].item()
+    assert 0.5 < iou < 0.7
+    labels = torch.full((1, 1), POSITIVE, dtype=torch.int64)
+    cfg = dataclasses.replace(CFG, cls_loss="qfl", lambda_conf=1.0)
+
+    def cls_term(deltas, p):
+        logits = torch.tensor([[[0.0, float(torch.logit(torch.tensor(p)))]]])
+        return ufssd_loss(Out(logits, deltas), labels, t_face, [], cfg)["cls"].item()
+
+    assert cls_term(t_face, 0.9999) < 1e-6
+    assert cls_term(t_pred, iou) < 1e-9
+    assert cls_term(t_pred, 0.99) > 0.1  # a confident score on a poor box is penalised

@@ -88,6 +88,15 @@ class LossConfig:
     neg_pos_ratio: int = 3  # hard negative mining
     min_negatives: int = 16  # per image with no face
     mask_reduction: str = "mean"  # "mean" over cells of each level, summed over levels | "sum"
+    # box term of Eq. 5 (docs/boxes.md): "smooth_l1" (the paper) on the encoded deltas, or an IoU
+    # loss ("giou" | "diou" | "ciou", torchvision.ops) on the decoded boxes; weighted by lambda_loc
+    box_loss: str = "smooth_l1"
+    lambda_loc: float = 1.0
+    # class term of Eq. 5: "ce" (the paper: softmax CE over positives and hard-mined negatives) or
+    # "qfl" (quality focal loss, GFL/SCRFD: every anchor, the face target is the IoU of the
+    # predicted box with its face, so scores follow box quality and easy negatives learn ~0)
+    cls_loss: str = "ce"
+    qfl_beta: float = 2.0
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 * :func:`mask_loss` - Eq. 4, the FFMM mask cross-entropy.
 * :func:`detection_loss` - Eq. 5, softmax cross-entropy over positives and hard-mined negatives
-  plus Smooth L1 over positives.
+  plus Smooth L1 over positives; ``LossConfig.box_loss`` / ``cls_loss`` swap in an IoU loss on
+  the decoded boxes (:func:`box_loss`) and the quality focal loss (:func:`quality_focal_loss`),
+  the fixes of docs/boxes.md.
 * :func:`ufssd_loss` - the weighted sum, what the trainer calls.
 
 Labels come from :func:`ufssd.geometry.match_anchors` (POSITIVE / BACKGROUND / IGNORE); IGNORE
@@ -18,10 +20,31 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ufssd.config import LossConfig
-from ufssd.geometry.matching import BACKGROUND, POSITIVE
+from torchvision.ops import complete_box_iou_loss, distance_box_iou_loss, generalized_box_iou_loss
 
-__all__ = ["ufssd_loss", "detection_loss", "mask_loss", "hard_negatives"]
+from ufssd.config import AnchorConfig, LossConfig
+from ufssd.geometry.boxes import decode
+from ufssd.geometry.matching import BACKGROUND, POSITIVE
+from ufssd.geometry.pairs import paired_iou
+
+__all__ = [
+    "ufssd_loss",
+    "detection_loss",
+    "mask_loss",
+    "hard_negatives",
+    "box_loss",
+    "quality_focal_loss",
+    "anchor_frame_boxes",
+]
+
+BOX_LOSSES = {
+    "giou": generalized_box_iou_loss,
+    "diou": distance_box_iou_loss,
+    "ciou": complete_box_iou_loss,
+}
+CLS_LOSSES = ("ce", "qfl")
+# one square anchor of side 1 at the origin: every anchor of the package is square
+_UNIT_ANCHOR = (-0.5, -0.5, 0.5, 0.5)
 
 
 def hard_negatives(background_loss: Tensor, labels: Tensor, neg_pos_ratio: int, min_negatives: int) -> Tensor:
@@ -48,22 +71,49 @@ def hard_negatives(background_loss: Tensor, labels: Tensor, neg_pos_ratio: int, 
     return (rank < num_neg[:, None]) & is_background
 
 
-def detection_loss(
-    cls_logits: Tensor, box_deltas: Tensor, labels: Tensor, target_deltas: Tensor, cfg: LossConfig
-) -> tuple[Tensor, Tensor]:
-    """Eq. 5: ``L_C+L = lambda3 / N_conf * sum CE + 1 / N_loc * sum SmoothL1``.
+def anchor_frame_boxes(deltas: Tensor, coding: AnchorConfig) -> Tensor:
+    """Decode ``(..., 4)`` deltas against a unit square anchor at the origin -> ``(..., 4)`` xyxy.
 
-    ``N_conf`` = positives + mined negatives over the batch, ``N_loc`` = positives over the batch
-    (each at least 1, so a batch with no face has ``loc == 0`` exactly and a finite ``cls``).
+    Every anchor is square, so a box decoded this way is its pixel box translated and scaled
+    uniformly by ``1 / anchor side``: IoU, GIoU, DIoU and CIoU of two boxes of the same anchor are
+    the same in this frame as in pixels, and the loss needs no anchors.
+    """
+    unit = deltas.new_tensor(_UNIT_ANCHOR)
+    return decode(deltas, unit, coding.variances, coding.max_log_size)
+
+
+def box_loss(pred_deltas: Tensor, target_deltas: Tensor, kind: str, coding: AnchorConfig) -> Tensor:
+    """Summed box loss over ``(P, 4)`` positives: Smooth L1 (beta 1) on the encoded deltas (Eq. 5),
+    or ``1 - GIoU / DIoU / CIoU`` (torchvision.ops) of the decoded boxes (docs/boxes.md)."""
+    if kind == "smooth_l1":
+        return F.smooth_l1_loss(pred_deltas, target_deltas, reduction="sum", beta=1.0)
+    if kind not in BOX_LOSSES:
+        raise ValueError(f"unknown box loss {kind!r}; expected 'smooth_l1' or one of {sorted(BOX_LOSSES)}")
+    pred = anchor_frame_boxes(pred_deltas, coding)
+    target = anchor_frame_boxes(target_deltas, coding)
+    return BOX_LOSSES[kind](pred, target, reduction="sum")
+
+
+def quality_focal_loss(logits: Tensor, quality: Tensor, used: Tensor, beta: float) -> Tensor:
+    """Quality focal loss (Li et al., GFL, 2020), summed over the ``used`` anchors.
+
+    ``QFL = -|q - p|^beta * ((1 - q) log(1 - p) + q log p)`` with ``p`` the softmax face
+    probability and ``q`` the target: the IoU of the predicted box with its face at positives
+    (no gradient), 0 at background anchors.
 
     Args:
-        cls_logits: ``(N, A, 2)``, channel 0 background, 1 face.
-        box_deltas: ``(N, A, 4)``.
-        labels: ``(N, A)`` int64 in {POSITIVE, BACKGROUND, IGNORE}.
-        target_deltas: ``(N, A, 4)`` encoded face boxes (used at positives only).
-    Returns:
-        cls: ``lambda3 / N_conf * sum CE``; loc: ``1 / N_loc * sum SmoothL1`` (scalars).
+        logits: ``(N, A, 2)`` float, channel 0 background, 1 face.
+        quality: ``(N, A)`` in [0, 1].
+        used: ``(N, A)`` bool, the anchors that take part (positives and background).
     """
+    log_p = F.log_softmax(logits, dim=-1)
+    p = log_p[..., 1].exp()
+    ce = -((1.0 - quality) * log_p[..., 0] + quality * log_p[..., 1])
+    weight = (quality - p).abs().pow(beta).detach()
+    return (weight * ce)[used].sum()
+
+
+def _check_shapes(cls_logits: Tensor, box_deltas: Tensor, labels: Tensor, target_deltas: Tensor) -> None:
     n, a = labels.shape
     if cls_logits.shape != (n, a, 2):
         raise ValueError(f"cls_logits must be (N, A, 2) = ({n}, {a}, 2), got {tuple(cls_logits.shape)}")
@@ -72,17 +122,56 @@ def detection_loss(
             f"box_deltas and target_deltas must be (N, A, 4) = ({n}, {a}, 4), got "
             f"{tuple(box_deltas.shape)} and {tuple(target_deltas.shape)}"
         )
+
+
+def detection_loss(
+    cls_logits: Tensor,
+    box_deltas: Tensor,
+    labels: Tensor,
+    target_deltas: Tensor,
+    cfg: LossConfig,
+    coding: AnchorConfig | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Eq. 5: ``L_C+L = lambda3 / N_conf * sum CE + lambda_loc / N_loc * sum SmoothL1``.
+
+    ``N_conf`` = positives + mined negatives over the batch, ``N_loc`` = positives over the batch
+    (each at least 1, so a batch with no face has ``loc == 0`` exactly and a finite ``cls``).
+    With ``cfg.cls_loss == "qfl"`` the class term is ``lambda3 / N_loc * sum QFL`` over every
+    positive and background anchor (no mining); ``cfg.box_loss`` picks the box term.
+
+    Args:
+        cls_logits: ``(N, A, 2)``, channel 0 background, 1 face.
+        box_deltas: ``(N, A, 4)``.
+        labels: ``(N, A)`` int64 in {POSITIVE, BACKGROUND, IGNORE}.
+        target_deltas: ``(N, A, 4)`` encoded face boxes (used at positives only).
+        coding: the box coding (variances, log-size clamp) for the IoU loss and QFL; default
+            ``AnchorConfig()``.
+    Returns:
+        cls: the class term, ``lambda3`` included; loc: ``lambda_loc / N_loc * sum box loss``.
+    """
+    _check_shapes(cls_logits, box_deltas, labels, target_deltas)
+    if cfg.cls_loss not in CLS_LOSSES:
+        raise ValueError(f"unknown class loss {cfg.cls_loss!r}; expected one of {CLS_LOSSES}")
+    coding = coding or AnchorConfig()
     positive = labels == POSITIVE
+    n_loc = positive.sum().clamp(min=1)
+    pred, target = box_deltas.float()[positive], target_deltas.float()[positive]
+    loc = cfg.lambda_loc * box_loss(pred, target, cfg.box_loss, coding) / n_loc
     logits = cls_logits.float()
+    if cfg.cls_loss == "qfl":
+        quality = torch.zeros(labels.shape, device=logits.device)
+        with torch.no_grad():
+            iou = paired_iou(anchor_frame_boxes(pred, coding), anchor_frame_boxes(target, coding))
+        quality[positive] = iou.clamp(0.0, 1.0)
+        used = positive | (labels == BACKGROUND)
+        cls = cfg.lambda_conf * quality_focal_loss(logits, quality, used, cfg.qfl_beta) / n_loc
+        return cls, loc
+    n, a = labels.shape
     ce = F.cross_entropy(logits.reshape(-1, 2), positive.reshape(-1).long(), reduction="none").view(n, a)
     negative = hard_negatives(ce.detach(), labels, cfg.neg_pos_ratio, cfg.min_negatives)
     used = positive | negative
     n_conf = used.sum().clamp(min=1)
     cls = cfg.lambda_conf * ce[used].sum() / n_conf
-    n_loc = positive.sum().clamp(min=1)
-    loc = F.smooth_l1_loss(
-        box_deltas.float()[positive], target_deltas.float()[positive], reduction="sum", beta=1.0
-    ) / n_loc
     return cls, loc
 
 
@@ -120,7 +209,12 @@ def mask_loss(mask_logits: Sequence[Tensor], gt_masks: Sequence[Tensor], reducti
 
 
 def ufssd_loss(
-    output: Any, labels: Tensor, target_deltas: Tensor, gt_masks: Sequence[Tensor], cfg: LossConfig
+    output: Any,
+    labels: Tensor,
+    target_deltas: Tensor,
+    gt_masks: Sequence[Tensor],
+    cfg: LossConfig,
+    coding: AnchorConfig | None = None,
 ) -> dict[str, Tensor]:
     """``L = lambda_mask * L_mask + lambda_det * (cls + loc)`` (Sec. 3.4, Eqs. 4-5).
 
@@ -130,12 +224,13 @@ def ufssd_loss(
         labels: ``(N, A)`` int64 from matching.
         target_deltas: ``(N, A, 4)``.
         gt_masks: one ``(N, H_l, W_l)`` per FFMM level, in ``model.ffmm_levels`` order.
-        cfg: weights, mining and the mask reduction.
+        cfg: weights, mining, the mask reduction and the box / class loss kinds.
+        coding: the box coding of the targets (``DetectorConfig.anchors``), for the IoU losses.
     Returns:
         ``{"loss", "cls", "loc", "mask"}``: scalars; ``cls`` already includes ``lambda_conf``
         (it is Eq. 5's first term), ``loss`` is what to back-propagate.
     """
-    cls, loc = detection_loss(output.cls_logits, output.box_deltas, labels, target_deltas, cfg)
+    cls, loc = detection_loss(output.cls_logits, output.box_deltas, labels, target_deltas, cfg, coding)
     mask = mask_loss(tuple(output.mask_logits), gt_masks, cfg.mask_reduction).to(cls.device)
     loss = cfg.lambda_mask * mask + cfg.lambda_det * (cls + loc)
     return {"loss": loss, "cls": cls, "loc": loc, "mask": mask}
