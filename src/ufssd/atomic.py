@@ -2,7 +2,15 @@
 
 The lowest layer (stdlib only), so every layer, the NumPy-only evaluation included, writes files
 the same way: a process killed mid-write leaves the previous file intact (and at most a
-``.<name>.*.tmp`` file that nothing reads).
+``.<name>.*.tmp`` file that nothing reads). This module is the only home of these writers; no
+other module defines or re-exports them.
+
+fsync policy, one default for every writer here: ``fsync=False``. The rename alone makes a write
+atomic against a killed process, which is what every caller needs. Surviving a power loss or an
+OS crash as well (``fsync`` of the file before the rename and of the folder after it) costs a few
+milliseconds per file, so it is asked for only where a lost file costs a training run: training
+checkpoints and weight files (``.safetensors``, ``.onnx``) pass ``fsync=True``. Prediction files,
+logs, JSON, images and videos are cheap to remake and are written by the thousand, so they do not.
 """
 
 from __future__ import annotations
@@ -27,8 +35,9 @@ _UMASK = _current_umask()
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb", fsync: bool = True) -> Iterator[IO[Any]]:
-    """Open a temporary file beside ``path``; on a clean exit fsync it and rename it to ``path``.
+def atomic_write(path: str | os.PathLike, mode: str = "wb", fsync: bool = False) -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path``; on a clean exit rename it to ``path`` (with
+    ``fsync``, flush the file to disk first and the folder after: see the module's fsync policy).
 
     If the body raises (or the process dies), ``path`` keeps its previous content and the
     temporary file is removed (or, after a kill, left as ``.<name>.*.tmp``, never read).
@@ -89,14 +98,15 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = False) -> Path:
-    """Write ``data`` to ``path`` atomically."""
+    """Write ``data`` to ``path`` atomically (``fsync``: see the module's fsync policy)."""
     with atomic_write(path, "wb", fsync=fsync) as f:
         f.write(data)
     return Path(path)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, fsync: bool = False) -> Path:
-    """Write ``text`` (UTF-8, newlines as given) to ``path`` atomically."""
+    """Write ``text`` (UTF-8, newlines as given) to ``path`` atomically (``fsync``: see the
+    module's fsync policy)."""
     with atomic_write(path, "w", fsync=fsync) as f:
         f.write(text)
     return Path(path)

@@ -11,7 +11,6 @@ import torch
 from ufssd.train.checkpoint import (
     CheckpointError,
     atomic_torch_save,
-    atomic_write_text,
     load_checkpoint,
     preserved_rng,
     rng_state,
@@ -131,6 +130,8 @@ def test_eval_history_best_and_resume(tmp_path):
 
 
 def test_atomic_write_text_replaces_whole_file(tmp_path):
+    from ufssd.atomic import atomic_write_text
+
     path = tmp_path / "a.json"
     atomic_write_text(path, "first")
     atomic_write_text(path, "second")

@@ -44,7 +44,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ufssd.inference.bench import format_markdown, machine_info, parse_sizes, run_bench, to_json
-    from ufssd.inference.io import atomic_write_text
+    from ufssd.atomic import atomic_write_text
 
     try:
         sizes = parse_sizes(args.sizes)

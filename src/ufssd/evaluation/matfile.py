@@ -37,7 +37,7 @@ def save_pr_mat(out_dir: str | Path, name: str, result: EvaluationResult) -> lis
     paths = []
     for setting, res in result.settings.items():
         path = pr_mat_path(out_dir, name, setting)
-        with atomic_write(path, "wb", fsync=False) as f:
+        with atomic_write(path, "wb") as f:
             savemat(
                 f,
                 {"pr_cruve": np.asarray(res.pr_curve, dtype=np.float64), "legend_name": name},

@@ -31,9 +31,9 @@ import torch
 from torch import nn
 
 from ufssd import __version__
+from ufssd.atomic import atomic_write_bytes
 from ufssd.config import config_to_json
 from ufssd.geometry.anchors import anchors_for_input, feature_sizes
-from ufssd.inference.io import atomic_write_bytes
 from ufssd.inference.onnx_backend import METADATA_CONFIG, ONNX_INPUT, OnnxRunner, TorchRunner, create_session
 from ufssd.inference.postprocess import postprocess
 
@@ -161,7 +161,7 @@ def export_onnx(
             raise ExportParityError(report.summary())
     if path is not None:
         path = Path(path)
-        atomic_write_bytes(path, data)
+        atomic_write_bytes(path, data, fsync=True)  # a weight file: durable (ufssd.atomic)
     return ExportResult(data, None if path is None else Path(path), report)
 
 

@@ -25,14 +25,12 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from ufssd.atomic import atomic_path, atomic_write
+from ufssd.atomic import atomic_path, atomic_write, atomic_write_bytes, atomic_write_text
 from ufssd.inference.draw import draw_detections, encode_image
 from ufssd.inference.io import (
     InputError,
     InputFile,
     VideoReader,
-    atomic_write_bytes,
-    atomic_write_text,
     collect_inputs,
     load_image,
 )
@@ -155,7 +153,7 @@ def detect_files(
     with contextlib.ExitStack() as stack:
         bar = stack.enter_context(contextlib.closing(bar))
         if jsonl_path is not None:
-            jsonl_stream = stack.enter_context(atomic_write(jsonl_path, "w", fsync=False))
+            jsonl_stream = stack.enter_context(atomic_write(jsonl_path, "w"))
         pending: list[tuple[InputFile, np.ndarray]] = []
 
         def flush() -> None:

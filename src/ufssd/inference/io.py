@@ -33,8 +33,6 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ufssd.atomic import atomic_write_bytes, atomic_write_text
-
 __all__ = [
     "MAX_INPUT_PIXELS",
     "IMAGE_EXTENSIONS",
@@ -52,8 +50,6 @@ __all__ = [
     "InputFile",
     "collect_inputs",
     "VideoReader",
-    "atomic_write_bytes",
-    "atomic_write_text",
 ]
 
 MAX_INPUT_PIXELS = 100_000_000  # refused above this (error, not a downscale)

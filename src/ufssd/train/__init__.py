@@ -11,7 +11,6 @@ from ufssd.train.checkpoint import (
     BEST_NAME,
     LAST_NAME,
     CheckpointError,
-    atomic_write,
     load_checkpoint,
     save_checkpoint,
 )
@@ -39,7 +38,6 @@ __all__ = [
     "TrainResult",
     "TrainingError",
     "WarmupMultiStep",
-    "atomic_write",
     "checkpoint_config",
     "default_sources",
     "effective_warmup",

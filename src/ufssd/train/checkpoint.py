@@ -47,9 +47,7 @@ __all__ = [
     "LAST_NAME",
     "BEST_NAME",
     "CheckpointError",
-    "atomic_write",
-    "atomic_write_bytes",
-    "atomic_write_text",
+    "atomic_torch_save",
     "save_checkpoint",
     "load_checkpoint",
     "rng_state",
@@ -64,24 +62,14 @@ class CheckpointError(RuntimeError):
 
 
 # ---------------------------------------------------------------------------------------------
-# atomic writes
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_write(path, "wb") as f:
-        f.write(data)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    with atomic_write(path, "w") as f:
-        f.write(text)
+# atomic writes (ufssd.atomic; checkpoints are among the files written with fsync)
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike, _serialize: Callable[[Any, IO[bytes]], None] | None = None) -> None:
     """``torch.save(obj)`` to ``path`` atomically (the object is serialised straight into the
     temporary file; ``_serialize`` replaces ``torch.save`` in tests)."""
     serialize = _serialize or (lambda o, f: torch.save(o, f))
-    with atomic_write(path, "wb") as f:
+    with atomic_write(path, "wb", fsync=True) as f:
         serialize(obj, f)
 
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ufssd.train.checkpoint import atomic_write_text
+from ufssd.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
 

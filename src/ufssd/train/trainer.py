@@ -35,13 +35,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from ufssd.atomic import atomic_write_text
 from ufssd.config import DetectorConfig, config_from_dict, config_to_dict
 from ufssd.train import distributed as D
 from ufssd.train.checkpoint import (
     BEST_NAME,
     LAST_NAME,
     CheckpointError,
-    atomic_write_text,
     load_checkpoint,
     preserved_rng,
     remove_stale_temporaries,
