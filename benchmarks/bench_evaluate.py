@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from ufssd.evaluation import evaluate, load_ground_truth  # noqa: E402
+from ufssd.widerface_files import ground_truth_folder  # noqa: E402
 
 
 def generate(pred_dir: Path, gt_dir: Path, boxes_per_image: int, seed: int = 0) -> int:
@@ -82,7 +83,7 @@ def machine() -> str:
 def main() -> int:
     shared = Path(os.environ.get("UFSSD_SHARED", REPO.parent / "shared"))
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--gt", type=Path, default=shared / "data" / "widerface" / "eval_tools")
+    ap.add_argument("--gt", type=Path, default=ground_truth_folder(shared / "data" / "widerface"))
     ap.add_argument("--boxes", type=int, default=1000, help="boxes per image (default 1000)")
     ap.add_argument("--repeats", type=int, default=5, help="timed runs (default 5)")
     ap.add_argument("--protocol", default="official", choices=("official", "port"))

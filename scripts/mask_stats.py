@@ -26,20 +26,20 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from ufssd.data import read_image_list
     from ufssd.geometry import feature_sizes
     from ufssd.inference import FaceDetector, load_image
     from ufssd.inference.postprocess import masked_anchor_keep
     from ufssd.model import normalize
+    from ufssd.widerface_files import DEV_LIST, image_folder, read_image_list
 
-    names = read_image_list(args.data_root / "dev_images.txt")[:: args.every][: args.images]
+    names = read_image_list(args.data_root / DEV_LIST)[:: args.every][: args.images]
     plain = FaceDetector(weights=args.weights, score_threshold=0.01)
     skipping = FaceDetector(weights=args.weights, score_threshold=0.01, skip_masked_anchors=True)
     cfg = plain.config
     print("| image | B = 1 share | median score, kept cells | median score, masked cells | boxes | boxes, skip_masked_anchors |")
     print("|---|---|---|---|---|---|")
     for name in names:
-        path = args.data_root / "WIDER_val" / "images" / f"{name}.jpg"
+        path = image_folder(args.data_root, "val") / f"{name}.jpg"
         image = load_image(path)
         h, w = image.shape[:2]
         mult = cfg.anchors.pad_multiple

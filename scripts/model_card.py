@@ -123,15 +123,15 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from ufssd.data import read_image_list, read_split
     from ufssd.evaluation import evaluate, plot_pr_curves
     from ufssd.inference import FaceDetector
+    from ufssd.widerface_files import DEV_LIST, ground_truth_folder, image_folder, read_image_list, read_split
 
     torch.set_num_threads(args.threads)
-    subset = args.subset or args.data_root / "dev_images.txt"
+    subset = args.subset or args.data_root / DEV_LIST
     names = [n if n.endswith(".jpg") else f"{n}.jpg" for n in read_image_list(subset)]
-    gt_dir = args.data_root / "eval_tools"
-    image_root = args.data_root / "WIDER_val" / "images"
+    gt_dir = ground_truth_folder(args.data_root)
+    image_root = image_folder(args.data_root, "val")
     detector = FaceDetector(weights=args.weights, score_threshold=0.01, num_threads=args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
 

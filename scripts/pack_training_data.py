@@ -3,9 +3,10 @@
 The GPU machine of the ``device`` tool receives only the work tree (64 MiB), so its training run
 reads a re-encoded copy: every image the trainer may use (``train`` + ``val_train_images.txt``;
 never the dev slice), its longer side shrunk to ``--max-side``, saved as WebP, and the official
-annotation files, read with :func:`ufssd.data.read_split` and written back with the boxes scaled by
-the same factor and the ``invalid`` flag set for every ignored face (blur, pose and the other
-attributes, which no trainer reads, are written as 0)::
+annotation files, read with :func:`ufssd.widerface_files.read_split` and written back
+(:func:`ufssd.widerface_files.format_annotations`) with the boxes scaled by the same factor and
+the ``invalid`` flag set for every ignored face (blur, pose and the other attributes, which no
+trainer reads, are written as 0)::
 
     python scripts/pack_training_data.py --root ../shared/data/widerface --out .device_data/widerface
 
@@ -23,19 +24,15 @@ import cv2
 import numpy as np
 
 from ufssd.atomic import atomic_write_bytes, atomic_write_text
-from ufssd.data import DataError, load_image, read_image_list, read_split
-from ufssd.data.widerface import split_paths
-from ufssd.train.sources import VAL_TRAIN_LIST
-
-
-def _block(name: str, boxes: np.ndarray, ignore: np.ndarray) -> list[str]:
-    """One image's block in the official format; a face-less image gets the train convention."""
-    if len(boxes) == 0:
-        return [name, "0", "0 0 0 0 0 0 0 0 0 0"]
-    lines = [name, str(len(boxes))]
-    for (x1, y1, x2, y2), invalid in zip(boxes.tolist(), ignore.tolist()):
-        lines.append(f"{x1:.2f} {y1:.2f} {x2 - x1:.2f} {y2 - y1:.2f} 0 0 0 {int(invalid)} 0 0")
-    return lines
+from ufssd.data import load_image
+from ufssd.widerface_files import (
+    VAL_TRAIN_LIST,
+    DataError,
+    format_annotations,
+    read_image_list,
+    read_split,
+    split_paths,
+)
 
 
 def pack(root: Path, out: Path, max_side: int, quality: int, max_mib: float) -> None:
@@ -45,7 +42,7 @@ def pack(root: Path, out: Path, max_side: int, quality: int, max_mib: float) -> 
     for split, subset in subsets.items():
         samples = sorted(read_split(root, split, subset=subset), key=lambda s: s.name)
         out_txt, out_images = split_paths(out, split)
-        written: list[str] = []
+        written: list[tuple[str, np.ndarray, np.ndarray]] = []
         for sample in samples:
             image = load_image(sample.image_path, sample.origin)
             scale = min(1.0, max_side / max(image.shape[:2]))
@@ -61,8 +58,8 @@ def pack(root: Path, out: Path, max_side: int, quality: int, max_mib: float) -> 
                     f"the packed images pass --max-mib {max_mib} at {sample.name}: lower --max-side or --quality"
                 )
             atomic_write_bytes(out_images / f"{sample.name}.webp", data.tobytes())
-            written.extend(_block(f"{sample.name}.webp", sample.boxes * scale, sample.ignore))
-        atomic_write_text(out_txt, "\n".join(written) + "\n")
+            written.append((f"{sample.name}.webp", sample.boxes * scale, sample.ignore))
+        atomic_write_text(out_txt, format_annotations(written))
         print(f"{split}: {len(samples)} images -> {out_images}")
     val_names = sorted(read_image_list(root / VAL_TRAIN_LIST))
     atomic_write_text(out / VAL_TRAIN_LIST, "".join(f"{n}.webp\n" for n in val_names))

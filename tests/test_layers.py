@@ -1,7 +1,8 @@
 """The package's layers import only downwards (docs/architecture.md), read from the source with ast.
 
-config/presets < geometry < model < losses < data < inference < train; evaluation imports no
-torch and nothing from the torch layers (only inference and train import it: prediction files);
+atomic/config/presets/widerface_files < geometry < model < losses < data < inference < train;
+evaluation imports no torch and nothing from the torch layers, only the torch-free rank-0 modules
+(only inference and train import it: prediction files); the rank-0 modules import no torch either;
 cli (and ``python -m ufssd``) may import everything.
 """
 
@@ -18,10 +19,12 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "ufssd"
 
 # rank of each layer: a module may import ufssd modules of its own rank or lower
-RANK = {"atomic": 0, "config": 0, "presets": 0, "geometry": 1, "model": 2, "losses": 3, "data": 4, "inference": 5, "train": 6}
+RANK = {"atomic": 0, "config": 0, "presets": 0, "widerface_files": 0, "geometry": 1, "model": 2, "losses": 3, "data": 4, "inference": 5, "train": 6}
 TORCH_LAYERS = {"geometry", "model", "losses", "data", "inference", "train"}
 TORCH_PACKAGES = {"torch", "torchvision", "safetensors", "onnxruntime", "onnx", "onnxscript"}
-EVALUATION_MAY_IMPORT = {"atomic", "config", "presets", "evaluation"}
+# the layers that never import torch: rank 0 (pure Python, NumPy at most) and evaluation
+TORCH_FREE_LAYERS = {"atomic", "config", "presets", "widerface_files", "evaluation"}
+EVALUATION_MAY_IMPORT = {"atomic", "config", "presets", "widerface_files", "evaluation"}
 # the torch-free evaluation package may be used by the layers that write or score predictions
 EVALUATION_IMPORTERS = {"inference", "train", "evaluation"}
 LAYERS = {*RANK, "evaluation", "cli", "__main__"}
@@ -89,7 +92,7 @@ def _allowed(importer_layer: str | None, target: str) -> bool:
     top = target.split(".")[0]
     if importer_layer in ("cli", "__main__"):
         return True
-    if importer_layer == "evaluation" and top in TORCH_PACKAGES:
+    if importer_layer in TORCH_FREE_LAYERS and top in TORCH_PACKAGES:
         return False
     if top != "ufssd":
         return True
@@ -133,6 +136,11 @@ def test_rules_catch_violations():
     assert not _allowed("inference", "ufssd.train")
     assert not _allowed("evaluation", "torch")
     assert not _allowed("evaluation", "ufssd.geometry")
+    assert _allowed("evaluation", "ufssd.widerface_files")
+    assert _allowed("data", "ufssd.widerface_files")
+    assert not _allowed("widerface_files", "ufssd.data")
+    assert not _allowed("widerface_files", "torch")
+    assert not _allowed("config", "torch")
     assert _allowed("evaluation", "numpy")
     assert _allowed("train", "ufssd.evaluation")
     assert not _allowed("model", "ufssd.evaluation")

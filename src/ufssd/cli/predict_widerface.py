@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ufssd.cli import CLIError
 from ufssd.cli.detect import add_model_arguments, detector_from_args
+from ufssd.widerface_files import IMAGE_SPLITS, DataError, image_folder, read_list_entries
 
 HELP = "write WIDER FACE prediction files (then: ufssd evaluate)"
 
@@ -26,7 +27,7 @@ def register(subparsers) -> None:
         "--data-root", required=True, metavar="DIR",
         help="the WIDER FACE folder (with WIDER_<split>/images), or an images folder with event sub-folders",
     )
-    p.add_argument("--split", default="val", choices=("val", "train", "test"), help="default: val")
+    p.add_argument("--split", default="val", choices=IMAGE_SPLITS, help="default: val")
     p.add_argument("--subset", metavar="LIST", help="a file of <event>/<name>.jpg lines (default: every image found)")
     p.add_argument("--out", required=True, metavar="PRED_DIR", help="prediction folder (<event>/<stem>.txt)")
     p.add_argument("--threshold", type=float, default=None, metavar="T", help="score threshold (default: 0.01)")
@@ -36,18 +37,20 @@ def register(subparsers) -> None:
 
 
 def image_root(data_root: Path, split: str) -> Path:
-    for candidate in (data_root / f"WIDER_{split}" / "images", data_root / "images", data_root):
+    official = image_folder(data_root, split)
+    for candidate in (official, data_root / "images", data_root):
         if candidate.is_dir() and any(p.is_dir() for p in candidate.iterdir()):
             return candidate
-    raise CLIError(f"{data_root}: no WIDER_{split}/images folder with event sub-folders")
+    raise CLIError(f"{data_root}: no {official.relative_to(data_root).as_posix()} folder with event sub-folders")
 
 
 def read_subset(path: Path) -> list[str]:
+    """The entries of a subset list as written (``<event>/<name>.jpg``), comments and blank lines
+    skipped as in every image list (:func:`ufssd.widerface_files.list_entries`)."""
     try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise CLIError(f"{path}: cannot read the subset list ({exc.strerror or exc})") from exc
-    names = [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
+        names = [entry.text for entry in read_list_entries(path)]
+    except DataError as exc:
+        raise CLIError(str(exc)) from exc
     if not names:
         raise CLIError(f"{path}: the subset list is empty")
     return names

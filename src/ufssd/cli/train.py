@@ -97,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ufssd.cli import CLIError
+    from ufssd.widerface_files import DEV_LIST, ground_truth_folder, image_folder
 
     if "torch" not in sys.modules:
         # OpenMP threads that spin while waiting make CPU training ~10x slower on a busy machine
@@ -165,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
         if data_root is None:
             raise CLIError("--eval-every needs --eval-subset LIST or --data-root")
         # the shared subset's dev slice, else (a full WIDER FACE download) the whole val split
-        eval_subset = str(data_root / "dev_images.txt") if (data_root / "dev_images.txt").is_file() else "val"
+        eval_subset = str(data_root / DEV_LIST) if (data_root / DEV_LIST).is_file() else "val"
     try:
         if eval_subset:
             if eval_subset == "val" and not Path(eval_subset).exists():
@@ -173,8 +174,8 @@ def run(args: argparse.Namespace) -> int:
                 logger.info("periodic evaluation on the whole val split (%d images)", len(names))
             else:
                 names = tuple(read_image_list(eval_subset))
-            image_root = Path(args.eval_images) if args.eval_images else (data_root / "WIDER_val" / "images" if data_root else None)
-            gt_dir = Path(args.eval_gt) if args.eval_gt else (data_root / "eval_tools" if data_root else None)
+            image_root = Path(args.eval_images) if args.eval_images else (image_folder(data_root, "val") if data_root else None)
+            gt_dir = Path(args.eval_gt) if args.eval_gt else (ground_truth_folder(data_root) if data_root else None)
             if image_root is None or gt_dir is None:
                 raise CLIError("evaluation needs --data-root or both --eval-images and --eval-gt")
             eval_spec = EvalSpec(image_root, names, gt_dir, every=max(args.eval_every, 0), metric=args.eval_metric)

@@ -1,5 +1,7 @@
-"""WIDER FACE data: reading (``widerface``), augmentation (``augment``), Dataset and collate
-(``dataset``). See ``docs/data.md``."""
+"""WIDER FACE data for training: augmentation (``augment``), Dataset and collate (``dataset``).
+
+The files themselves (layout, image lists, annotations, sources) are read by the torch-free
+:mod:`ufssd.widerface_files`; its readers are re-exported here. See ``docs/data.md``."""
 
 from ufssd.data.augment import (
     augment,
@@ -21,7 +23,7 @@ from ufssd.data.dataset import (
     load_image,
     worker_init,
 )
-from ufssd.data.widerface import (
+from ufssd.widerface_files import (
     DataError,
     DataSource,
     Sample,

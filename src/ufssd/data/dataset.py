@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ufssd.config import TrainConfig
 from ufssd.data.augment import augment
-from ufssd.data.widerface import DataError, Sample
+from ufssd.widerface_files import DataError, Sample
 
 logger = logging.getLogger(__name__)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ufssd.evaluation.errors import GroundTruthError, SubsetError
+from ufssd.widerface_files import DataError, list_entries, read_list_entries
 
 __all__ = ["SETTINGS", "GroundTruth", "load_ground_truth", "read_subset"]
 
@@ -170,27 +171,22 @@ def load_ground_truth(
 
 
 def read_subset(source: str | Path | Iterable[str]) -> list[tuple[str, int, str]]:
-    """Entries of a subset list: ``(where, line number, entry)`` for each non-blank line.
+    """Entries of a subset list: ``(where, line number, entry)`` for each entry.
 
     ``source`` is a text file of ``<event>/<name>.jpg`` lines (``<event>/<stem>``, a bare stem,
-    or a longer path ending in ``<event>/<name>.jpg`` are accepted too; ``#`` starts a comment),
-    or an iterable of such entries.
+    or a longer path ending in ``<event>/<name>.jpg`` are accepted too), or an iterable of such
+    entries. Comments and blank lines as every image list
+    (:func:`ufssd.widerface_files.list_entries`).
     """
     if isinstance(source, (str, Path)):
-        path = Path(source)
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SubsetError(f"{path}: cannot read the subset list ({exc})") from exc
-        lines, where = text.splitlines(), str(path)
+            entries = read_list_entries(source)
+        except DataError as exc:
+            raise SubsetError(str(exc)) from exc
+        where = str(Path(source))
     else:
-        lines, where = [str(x) for x in source], "subset"
-    entries = []
-    for n, line in enumerate(lines, start=1):
-        entry = line.split("#", 1)[0].strip()
-        if entry:
-            entries.append((where, n, entry))
-    return entries
+        entries, where = list_entries(str(x) for x in source), "subset"
+    return [(where, n, entry) for n, entry in entries]
 
 
 def _subset_mask(

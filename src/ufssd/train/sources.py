@@ -17,19 +17,17 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ufssd.widerface_files import DEV_LIST, SPLITS, VAL_TRAIN_LIST, image_folder
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["default_sources", "expand_source", "read_training_samples", "DEV_LIST", "VAL_TRAIN_LIST"]
-
-DEV_LIST = "dev_images.txt"
-VAL_TRAIN_LIST = "val_train_images.txt"
-_SPLITS = ("train", "val")
 
 
 def expand_source(spec: str, data_root: str | os.PathLike | None) -> str:
     """``"train"`` / ``"val:LIST"`` -> ``"<data_root>:val:LIST"``; a full spec unchanged."""
     head = str(spec).split(":", 1)[0]
-    if head in _SPLITS:
+    if head in SPLITS:
         if data_root is None:
             raise ValueError(f"source {spec!r} names no root: give --data-root or ROOT:{spec}")
         return f"{Path(data_root)}:{spec}"
@@ -52,7 +50,7 @@ def _dev_paths(root: Path) -> set[Path]:
     dev = root / DEV_LIST
     if not dev.is_file():
         return set()
-    image_root = root / "WIDER_val" / "images"
+    image_root = image_folder(root, "val")
     return {(image_root / f"{name}.jpg").resolve() for name in read_image_list(dev)}
 
 

@@ -1,22 +1,185 @@
-"""WIDER FACE reader: the real (shared) files, and small hand-written files with every quirk."""
+"""ufssd.widerface_files: the layout, the one image-list comment rule (and that data, evaluation
+and the CLI all read lists with it), annotation files real and hand-written with every quirk."""
 
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from ufssd.data import (
+import ufssd.widerface_files as wf
+from ufssd.widerface_files import (
     DataError,
     DataSource,
+    ListEntry,
+    annotation_file,
+    format_annotations,
+    ground_truth_folder,
+    image_folder,
+    list_entries,
+    normalize_name,
     parse_source,
     read_annotations,
     read_image_list,
+    read_list_entries,
     read_sources,
     read_split,
+    split_paths,
 )
+
+# ---------------------------------------------------------------------------------------------
+# the layout
+
+
+def test_layout_paths() -> None:
+    root = Path("/d/wf")
+    assert image_folder(root, "val") == Path("/d/wf/WIDER_val/images")
+    assert image_folder("/d/wf", "test") == Path("/d/wf/WIDER_test/images")
+    assert annotation_file(root, "train") == Path("/d/wf/wider_face_split/wider_face_train_bbx_gt.txt")
+    assert split_paths(root, "val") == (
+        Path("/d/wf/wider_face_split/wider_face_val_bbx_gt.txt"),
+        Path("/d/wf/WIDER_val/images"),
+    )
+    assert ground_truth_folder(root) == Path("/d/wf/eval_tools")
+    with pytest.raises(ValueError, match="split"):
+        annotation_file(root, "test")  # the test split has no annotations
+    with pytest.raises(ValueError, match="split"):
+        image_folder(root, "Val")
+
+
+def test_layout_matches_the_shared_subset(widerface_dir: Path) -> None:
+    for split in ("train", "val"):
+        txt, images = split_paths(widerface_dir, split)
+        assert txt.is_file() and images.is_dir()
+    assert (ground_truth_folder(widerface_dir) / "wider_face_val.mat").is_file()
+    assert (widerface_dir / wf.DEV_LIST).is_file() and (widerface_dir / wf.VAL_TRAIN_LIST).is_file()
+
+
+def test_import_loads_neither_torch_nor_numpy() -> None:
+    """Rank 0: evaluation and the command line's parser import it; NumPy waits for a parse."""
+    code = "import sys, ufssd.widerface_files; print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'numpy', 'cv2'}))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_data_reexports_the_same_objects() -> None:
+    import ufssd.data
+
+    for name in ("DataError", "Sample", "DataSource", "read_annotations", "read_image_list", "read_split",
+                 "read_sources", "parse_source", "split_paths"):
+        assert getattr(ufssd.data, name) is getattr(wf, name), name
+
+
+# ---------------------------------------------------------------------------------------------
+# image lists: one comment rule
+
+LIST_LINES = [
+    "# the dev slice",  # 1: a comment line
+    "",  # 2: blank
+    "   \t",  # 3: white space only
+    "ev/a.jpg",  # 4
+    "  ev/b.jpg   ",  # 5: leading and trailing white space
+    "ev/c.jpg  # an inline comment",  # 6: the comment is cut, the name kept
+    "   # an indented comment",  # 7
+    "ev/d",  # 8: no extension
+    "#ev/e.jpg",  # 9: a commented-out name
+    "ev/a.jpg",  # 10: a duplicate, kept by list_entries
+    "ev/f#g.jpg",  # 11: '#' always starts a comment, even inside a name
+]
+LIST_ENTRIES = [(4, "ev/a.jpg"), (5, "ev/b.jpg"), (6, "ev/c.jpg"), (8, "ev/d"), (10, "ev/a.jpg"), (11, "ev/f")]
+
+
+def test_comment_rule_hand_written() -> None:
+    entries = list_entries(LIST_LINES)
+    assert entries == LIST_ENTRIES
+    assert all(isinstance(e, ListEntry) for e in entries)
+    assert entries[2].line == 6 and entries[2].text == "ev/c.jpg"
+    assert list_entries([]) == [] and list_entries(["#", " # x", ""]) == []
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_list_file_same_as_its_lines(tmp_path: Path, newline: str) -> None:
+    path = tmp_path / "list.txt"
+    path.write_bytes(newline.join(LIST_LINES).encode("utf-8"))
+    assert read_list_entries(path) == LIST_ENTRIES
+
+
+def test_list_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="image list not found"):
+        read_list_entries(tmp_path / "nope.txt")
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("ev/caf\xe9.jpg\n".encode("latin-1"))
+    with pytest.raises(DataError, match=f"{bad}: cannot read image list"):
+        read_list_entries(bad)
+
+
+@pytest.fixture()
+def commented_list(tmp_path: Path) -> Path:
+    path = tmp_path / "subset.txt"
+    path.write_text("\n".join(LIST_LINES[:-1]) + "\n")  # the last one is no '<event>/<name>' for data
+    return path
+
+
+def test_data_evaluation_and_cli_read_lists_alike(commented_list: Path) -> None:
+    from ufssd.cli.predict_widerface import read_subset as cli_read_subset
+    from ufssd.data import read_image_list as data_read_image_list
+    from ufssd.evaluation import read_subset as evaluation_read_subset
+
+    expected = [text for _, text in LIST_ENTRIES[:-1]]  # ev/a ev/b ev/c ev/d ev/a
+    assert cli_read_subset(commented_list) == expected
+    assert [(n, e) for _, n, e in evaluation_read_subset(commented_list)] == LIST_ENTRIES[:-1]
+    assert [w for w, _, _ in evaluation_read_subset(str(commented_list))] == [str(commented_list)] * 5
+    assert data_read_image_list(commented_list) == ["ev/a", "ev/b", "ev/c", "ev/d"]  # names, deduplicated
+    assert data_read_image_list(commented_list) == list(dict.fromkeys(map(normalize_name, expected)))
+
+
+def test_every_list_reader_goes_through_list_entries(commented_list: Path, monkeypatch) -> None:
+    from ufssd.cli.predict_widerface import read_subset as cli_read_subset
+    from ufssd.evaluation import read_subset as evaluation_read_subset
+
+    calls: list[str] = []
+    original = wf.list_entries
+
+    def spy(lines):
+        calls.append("called")
+        return original(lines)
+
+    monkeypatch.setattr(wf, "list_entries", spy)
+    readers = {
+        "data": lambda: read_image_list(commented_list),
+        "evaluation": lambda: evaluation_read_subset(commented_list),
+        "cli": lambda: cli_read_subset(commented_list),
+    }
+    for who, read in readers.items():
+        calls.clear()
+        read()
+        assert calls == ["called"], who
+
+
+def test_unreadable_list_errors_keep_their_type(tmp_path: Path) -> None:
+    from ufssd.cli import CLIError
+    from ufssd.cli.predict_widerface import read_subset as cli_read_subset
+    from ufssd.evaluation import SubsetError
+    from ufssd.evaluation import read_subset as evaluation_read_subset
+
+    missing = tmp_path / "nope.txt"
+    with pytest.raises(SubsetError, match="nope.txt: image list not found"):
+        evaluation_read_subset(missing)
+    with pytest.raises(CLIError, match="nope.txt: image list not found"):
+        cli_read_subset(missing)
+    with pytest.raises(DataError, match="nope.txt: image list not found"):
+        read_image_list(missing)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing\n\n")
+    with pytest.raises(CLIError, match="empty"):
+        cli_read_subset(empty)
+    assert read_image_list(empty) == [] and evaluation_read_subset(empty) == []
+
 
 # ---------------------------------------------------------------------------------------------
 # the real files
@@ -173,7 +336,7 @@ def test_skip_counts(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
         "ev/e.jpg\n1\n1 2 3 4 0 0 0 0 0 0\n"  # image missing
     )
     txt = _write(tmp_path, text)
-    with caplog.at_level(logging.WARNING, logger="ufssd.data.widerface"):
+    with caplog.at_level(logging.WARNING, logger="ufssd.widerface_files"):
         samples = read_annotations(txt, tmp_path / "images", on_error="skip", check_images=True)
     assert [s.name for s in samples] == ["ev/a", "ev/d"]
     assert "skipped 3" in caplog.text
@@ -237,3 +400,29 @@ def test_webp_images_and_bad_headers(tmp_path: Path) -> None:
     txt.write_text("ev/b.webp\n1\n1 2 3 4 0 0 0 0 0 0\n")
     with pytest.raises(DataError, match="not a JPEG, PNG or WebP file"):
         read_annotations(txt, tmp_path / "images", check_images=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# the writer
+
+
+def test_format_annotations_hand_written_and_read_back(tmp_path: Path) -> None:
+    blocks = [
+        ("ev/a.jpg", np.array([[10, 20, 40, 60], [50, 60, 55, 65]], np.float32), np.array([False, True])),
+        ("ev/b.webp", np.zeros((0, 4), np.float32), np.zeros(0, bool)),
+        ("ev/c.jpg", np.array([[1.5, 2.25, 4, 3]], np.float32), np.array([False])),
+    ]
+    text = format_annotations(blocks)
+    assert text == (
+        "ev/a.jpg\n2\n10.00 20.00 30.00 40.00 0 0 0 0 0 0\n50.00 60.00 5.00 5.00 0 0 0 1 0 0\n"
+        "ev/b.webp\n0\n0 0 0 0 0 0 0 0 0 0\n"
+        "ev/c.jpg\n1\n1.50 2.25 2.50 0.75 0 0 0 0 0 0\n"
+    )
+    txt = tmp_path / "gt.txt"
+    txt.write_text(text)
+    samples = read_annotations(txt, tmp_path)
+    assert [s.name for s in samples] == ["ev/a", "ev/b", "ev/c"]
+    for s, (_, boxes, ignore) in zip(samples, blocks):
+        np.testing.assert_array_equal(s.boxes, boxes)
+        assert s.ignore.tolist() == ignore.tolist()
+    assert format_annotations([]) == "\n"
