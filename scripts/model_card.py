@@ -1,7 +1,12 @@
-"""Figures of a trained model on the dev slice: the source of every accuracy number in MODEL_CARD.
+"""Figures of a trained model on the dev set: the source of every accuracy number in MODEL_CARD.
 
     python scripts/model_card.py --weights W [--data-root DIR] [--subset dev_images.txt]
-        [--peers DIR] [--tta flip] [--out runs/model_card]
+        [--gt EVAL_TOOLS] [--peers DIR | --peers-json FILE] [--tta flip] [--out runs/model_card]
+
+The dev set (1,045 images of all 61 events) is ``--data-root ~/widerface-all --peers-json
+../shared/data/widerface-all/peers_dev_aps.json`` (its ``.mat`` files are found in
+``../shared/data/widerface/eval_tools``); the defaults are the 156-image dev slice of
+``../shared/data/widerface``, a quick check.
 
 1. Detects faces in the dev-slice images at their original size (single scale; and with the
    given TTA), writes WIDER prediction files (threshold 0.01, top-k 750) and scores them with the
@@ -10,7 +15,9 @@
    with all of them (``pr_curves.png``).
 3. Chooses the user score threshold: the lowest score at which dev-slice precision on *easy*
    is >= ``--precision`` (0.95), on a 0.05 grid (conventions: "Inference").
-4. Writes ``summary.json`` and prints Markdown tables.
+4. Diagnoses the single-scale predictions (``ufssd.evaluation.diagnosis``): recall ceiling by
+   face height, best-box IoU of faces >= 32 px (the localisation table), false positives.
+5. Writes ``summary.json`` and prints Markdown tables.
 """
 
 from __future__ import annotations
@@ -105,6 +112,29 @@ def recall_by_size(dets: dict[str, tuple], samples, thresholds: tuple[float, ...
     return rows
 
 
+def peers_from_json(path: Path) -> dict:
+    """name -> EvaluationResult of the peers' dev-set APs and PR curves (``peers_dev_aps.json``)."""
+    from ufssd.evaluation import EvaluationResult, SettingResult
+
+    out = {}
+    for name, entry in json.loads(path.read_text())["peers"].items():
+        settings = {
+            k: SettingResult(k, v["ap"], np.asarray(v["precision"]), np.asarray(v["recall"]),
+                             np.zeros(0), np.zeros(0), v["faces"])
+            for k, v in entry["dev"].items()
+        }
+        out[name] = EvaluationResult(settings, "official", 0, 0)
+    return out
+
+
+def default_gt(data_root: Path, shared: Path):
+    """The ``.mat`` folder of ``data_root``, else the shared subset's (it covers the whole val set)."""
+    from ufssd.widerface_files import ground_truth_folder
+
+    own = ground_truth_folder(data_root)
+    return own if own.is_dir() else ground_truth_folder(shared)
+
+
 def main(argv: list[str] | None = None) -> int:
     repo = Path(__file__).resolve().parents[1]
     wider = repo.parent / "shared" / "data" / "widerface"
@@ -112,7 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", default=None, help="weights file (default: the embedded model)")
     parser.add_argument("--data-root", type=Path, default=wider)
     parser.add_argument("--subset", type=Path, default=None, help="default: DATA_ROOT/dev_images.txt")
-    parser.add_argument("--peers", type=Path, default=repo.parent / "shared" / "data" / "peers")
+    parser.add_argument("--gt", type=Path, default=None, help="the organisers' .mat folder (eval_tools)")
+    parser.add_argument("--peers", type=Path, default=repo.parent / "shared" / "data" / "peers",
+                        help="peers' prediction folders (they cover the 462 val images of the subset)")
+    parser.add_argument("--peers-json", type=Path, default=None,
+                        help="peers' dev-set APs and PR curves instead (peers_dev_aps.json)")
     parser.add_argument("--tta", default="flip", help="TTA for the second run ('none' to skip)")
     parser.add_argument("--precision", type=float, default=0.95)
     parser.add_argument("--threads", type=int, default=2)
@@ -124,13 +158,14 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from ufssd.evaluation import evaluate, plot_pr_curves
+    from ufssd.evaluation.diagnosis import diagnose
     from ufssd.inference import FaceDetector
-    from ufssd.widerface_files import DEV_LIST, ground_truth_folder, image_folder, read_image_list, read_split
+    from ufssd.widerface_files import DEV_LIST, image_folder, read_image_list, read_split
 
     torch.set_num_threads(args.threads)
     subset = args.subset or args.data_root / DEV_LIST
     names = [n if n.endswith(".jpg") else f"{n}.jpg" for n in read_image_list(subset)]
-    gt_dir = ground_truth_folder(args.data_root)
+    gt_dir = args.gt or default_gt(args.data_root, wider)
     image_root = image_folder(args.data_root, "val")
     detector = FaceDetector(weights=args.weights, score_threshold=0.01, num_threads=args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -148,9 +183,12 @@ def main(argv: list[str] | None = None) -> int:
     threshold, rule, rows = choose_threshold(dets_single, gt_dir, names, args.out / "thresholds", args.precision)
     dev_samples = read_split(args.data_root, "val", subset=subset)
     by_size = recall_by_size(dets_single, dev_samples, (0.3, threshold))
+    diagnosis = diagnose(args.out / "pred_single-scale", dev_samples)
 
     peers = {}
-    if args.peers.is_dir():
+    if args.peers_json:
+        peers = peers_from_json(args.peers_json)
+    elif args.peers.is_dir():
         for peer in sorted(p for p in args.peers.iterdir() if p.is_dir()):
             peers[peer.name] = evaluate(peer, gt_dir, subset=names)
     plot_pr_curves({**results, **peers}, args.out / "pr_curves.png")
@@ -168,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         "threshold_rule": rule,
         "threshold_sweep": rows,
         "recall_by_face_height": by_size,
+        "diagnosis_single_scale": diagnosis.to_dict(),
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
 
@@ -185,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| face height (px) | faces | " + " | ".join(keys) + " |\n|---|---|" + "---|" * len(keys))
     for r in by_size:
         print(f"| {r['height']} | {r['faces']} | " + " | ".join(f"{r[k]:.3f}" for k in keys) + " |")
+    print("\n" + diagnosis.markdown(args.name))
     print(f"\nwritten: {args.out / 'summary.json'}, {args.out / 'pr_curves.png'}")
     return 0
 
