@@ -18,6 +18,7 @@ _LAZY = {
     "build_model": ("ufssd.model", "build_model"),
     "FaceDetector": ("ufssd.inference", "FaceDetector"),
     "Detection": ("ufssd.inference", "Detection"),
+    "anonymize": ("ufssd.inference.anonymize", "anonymize"),
 }
 
 __all__ = ["__version__", *_LAZY]

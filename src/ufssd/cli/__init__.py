@@ -15,7 +15,7 @@ import sys
 from ufssd import __version__
 
 # subcommand modules, in the order of ``ufssd --help``
-COMMANDS = ("detect", "predict_widerface", "evaluate", "train", "export", "bench")
+COMMANDS = ("detect", "blur", "predict_widerface", "evaluate", "train", "export", "bench")
 
 
 class CLIError(Exception):
