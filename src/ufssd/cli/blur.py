@@ -25,10 +25,11 @@ whose audio cannot be kept is written without it and gets one line saying so.
 """
 
 
-# the choices of ufssd.inference.anonymize, written out so that building the parser imports no
-# torch (tests/cli/test_blur_cli.py checks that they agree)
+# the choices and defaults of ufssd.inference.anonymize / face_tracker, written out so that building
+# the parser imports no torch (tests/cli/test_blur_cli.py checks that they agree)
 METHODS = ("blur", "pixelate", "fill")
 SHAPES = ("ellipse", "box")
+PERSIST = 1
 
 
 def register(subparsers) -> None:
@@ -53,8 +54,8 @@ def register(subparsers) -> None:
         "lower than its detection threshold; see docs/anonymize.md)",
     )
     p.add_argument(
-        "--persist", type=int, default=0, metavar="N",
-        help="videos: keep a face hidden N frames after the detector loses it (default 0)",
+        "--persist", type=int, default=PERSIST, metavar="N",
+        help=f"videos: keep a face hidden N frames after the detector loses it (default {PERSIST}; 0: off)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_model_arguments(p)

@@ -32,6 +32,7 @@ from PIL import Image, ImageOps
 
 from ufssd.atomic import atomic_write, atomic_write_text
 from ufssd.inference.anonymize import AnonymizeConfig, face_records, hide_faces
+from ufssd.inference.face_tracker import DEFAULT_PERSIST
 from ufssd.inference import InputError
 from ufssd.inference.io import InputFile, collect_inputs, load_image
 
@@ -75,7 +76,7 @@ def anonymize_files(
     out_dir: str | os.PathLike,
     cfg: AnonymizeConfig,
     *,
-    persist: int = 0,
+    persist: int = DEFAULT_PERSIST,
     write_json: bool = False,
     progress: bool = True,
     on_error: Callable[[InputError], None] | None = None,

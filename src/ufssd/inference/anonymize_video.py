@@ -28,7 +28,7 @@ import numpy as np
 
 from ufssd.atomic import atomic_path
 from ufssd.inference.anonymize import AnonymizeConfig, face_records, hide_faces
-from ufssd.inference.face_tracker import FaceTracker
+from ufssd.inference.face_tracker import DEFAULT_PERSIST, FaceTracker
 from ufssd.inference import MissingInputError, UnreadableVideoError
 
 __all__ = ["VideoReport", "anonymize_video", "VIDEO_ENCODERS"]
@@ -77,7 +77,7 @@ def anonymize_video(
     dst: str | os.PathLike,
     cfg: AnonymizeConfig,
     *,
-    persist: int = 0,
+    persist: int = DEFAULT_PERSIST,
     progress: bool = False,
     on_frame: Callable[[int], None] | None = None,
 ) -> VideoReport:

@@ -1,7 +1,7 @@
 """Keeping faces hidden in video when the detector misses them for a few frames (``--persist N``).
 
 A face found in frame ``t`` stays hidden, at its last box, for up to ``N`` frames after the
-detector loses it. Faces are followed from frame to frame by the IoU of their boxes: each
+detector loses it (:data:`DEFAULT_PERSIST` = 1 for ``ufssd blur``). Faces are followed from frame to frame by the IoU of their boxes: each
 frame's detections are matched greedily (highest IoU first, IoU >= ``iou_threshold``) to the
 faces being followed; a matched face takes the new box, an unmatched detection starts a new
 face, and a face unmatched for more than ``N`` frames is dropped.
@@ -13,7 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["FaceTracker", "HiddenFaces"]
+__all__ = ["FaceTracker", "HiddenFaces", "DEFAULT_PERSIST"]
+
+# ``ufssd blur --persist`` by default (docs/anonymize.md, scripts/blur_persistence.py: the smallest N
+# with the best share of faces hidden in every frame of the measured clips)
+DEFAULT_PERSIST = 1
 
 
 @dataclass
