@@ -5,7 +5,8 @@
 CHECKPOINT is a training checkpoint (``best.pt`` / ``last.pt``) or a ``.safetensors`` file. The
 resolved config travels inside the file (safetensors metadata, with a sha256 of the tensors that
 ``load_weights`` checks); ``--score-threshold`` sets ``inference.score_threshold``, the user
-default chosen on the dev slice by ``scripts/model_card.py``.
+default chosen on the dev slice by ``scripts/model_card.py``. Then run
+``scripts/accuracy_figures.py`` and commit its ``default.accuracy.json`` with the new weights.
 """
 
 from __future__ import annotations
