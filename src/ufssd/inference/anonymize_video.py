@@ -118,8 +118,10 @@ def anonymize_video(
 
 
 def _reason(exc: BaseException) -> str:
+    """FFmpeg's message without PyAV's ``[Errno N]`` and the ``: '<file or call>'`` it appends."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text.split("] ", 1)[-1] if text.startswith("[Errno") else text
+    text = text.split("] ", 1)[-1] if text.startswith("[Errno") else text
+    return text.split(": '", 1)[0]
 
 
 def _frame_rate(vin) -> Fraction:
