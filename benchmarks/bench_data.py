@@ -45,7 +45,7 @@ def main() -> None:
     dataset = WiderFaceDataset(samples, cfg)
     images = {i: load_image(samples[i].image_path) for i in idx}
     rows = {
-        "decode (cv2, BGR->RGB)": timed(lambda i: load_image(samples[i].image_path), idx),
+        "decode (ufssd.images, Pillow)": timed(lambda i: load_image(samples[i].image_path), idx),
         "augment only": timed(
             lambda i: augment(images[i], samples[i].boxes, samples[i].ignore, item_rng(0, 0, i), cfg), idx
         ),

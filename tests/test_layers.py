@@ -1,6 +1,6 @@
 """The package's layers import only downwards (docs/architecture.md), read from the source with ast.
 
-atomic/config/presets/widerface_files < geometry < model < losses < data < inference < train;
+atomic/config/presets/widerface_files/images < geometry < model < losses < data < inference < train;
 evaluation imports no torch and nothing from the torch layers, only the torch-free rank-0 modules
 (only inference and train import it: prediction files); the rank-0 modules import no torch either;
 cli (and ``python -m ufssd``) may import everything.
@@ -19,11 +19,11 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "ufssd"
 
 # rank of each layer: a module may import ufssd modules of its own rank or lower
-RANK = {"atomic": 0, "config": 0, "presets": 0, "widerface_files": 0, "geometry": 1, "model": 2, "losses": 3, "data": 4, "inference": 5, "train": 6}
+RANK = {"atomic": 0, "config": 0, "presets": 0, "widerface_files": 0, "images": 0, "geometry": 1, "model": 2, "losses": 3, "data": 4, "inference": 5, "train": 6}
 TORCH_LAYERS = {"geometry", "model", "losses", "data", "inference", "train"}
 TORCH_PACKAGES = {"torch", "torchvision", "safetensors", "onnxruntime", "onnx", "onnxscript"}
-# the layers that never import torch: rank 0 (pure Python, NumPy at most) and evaluation
-TORCH_FREE_LAYERS = {"atomic", "config", "presets", "widerface_files", "evaluation"}
+# the layers that never import torch: rank 0 (pure Python, NumPy and Pillow at most) and evaluation
+TORCH_FREE_LAYERS = {"atomic", "config", "presets", "widerface_files", "images", "evaluation"}
 EVALUATION_MAY_IMPORT = {"atomic", "config", "presets", "widerface_files", "evaluation"}
 # the torch-free evaluation package may be used by the layers that write or score predictions
 EVALUATION_IMPORTERS = {"inference", "train", "evaluation"}
@@ -140,6 +140,8 @@ def test_rules_catch_violations():
     assert _allowed("data", "ufssd.widerface_files")
     assert not _allowed("widerface_files", "ufssd.data")
     assert not _allowed("widerface_files", "torch")
+    assert _allowed("data", "ufssd.images") and _allowed("inference", "ufssd.images")
+    assert not _allowed("images", "torch") and not _allowed("images", "ufssd.inference")
     assert not _allowed("config", "torch")
     assert _allowed("evaluation", "numpy")
     assert _allowed("train", "ufssd.evaluation")

@@ -10,14 +10,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ufssd.inference.io import (
+from ufssd.images import (
     CorruptImageError,
     EmptyImageError,
     ImageTooLargeError,
-    InputFile,
     MissingInputError,
-    NoImagesFoundError,
     NotAnImageError,
+)
+from ufssd.inference.io import (
+    InputFile,
+    NoImagesFoundError,
     UnreadableVideoError,
     VideoReader,
     collect_inputs,

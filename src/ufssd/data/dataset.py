@@ -21,6 +21,7 @@ from torch import Tensor
 
 from ufssd.config import TrainConfig
 from ufssd.data.augment import augment
+from ufssd.images import InputError, MissingInputError, decode_file
 from ufssd.widerface_files import DataError, Sample
 
 logger = logging.getLogger(__name__)
@@ -56,15 +57,17 @@ def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
 
 
 def load_image(path: str | Path, origin: str = "") -> np.ndarray:
-    """Read an image file as ``(H, W, 3) uint8 RGB`` (EXIF orientation ignored, as the WIDER
-    annotations are in stored-pixel coordinates). Raises :class:`DataError` naming the file and
-    ``origin`` (``"<annotation file>:<line>"``) when it is missing or unreadable."""
+    """Read an image file as ``(H, W, 3) uint8 RGB`` with the package's one decoder,
+    :func:`ufssd.images.decode_file` (the pixels inference gets too), EXIF orientation ignored, as
+    the WIDER annotations are in stored-pixel coordinates. Raises :class:`DataError` naming the
+    file and ``origin`` (``"<annotation file>:<line>"``) when it is missing or unreadable."""
     where = f"{origin}: " if origin else ""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-    if image is None:
-        problem = "image not found" if not Path(path).is_file() else "cannot decode image"
-        raise DataError(f"{where}{problem}: {path}")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    try:
+        return decode_file(path, exif=False)
+    except MissingInputError as exc:
+        raise DataError(f"{where}image not found: {path}") from exc
+    except InputError as exc:
+        raise DataError(f"{where}cannot decode image: {path} ({exc.message})") from exc
 
 
 class WiderFaceDataset(torch.utils.data.Dataset):

@@ -3,19 +3,17 @@
 ``ufssd.FaceDetector`` and ``ufssd.Detection`` are these names (imported lazily by ``ufssd``).
 """
 
-from ufssd.inference.detector import DefaultWeightsMissingError, FaceDetector, default_weights_path
-from ufssd.inference.io import (
+from ufssd.images import (
     MAX_INPUT_PIXELS,
     CorruptImageError,
     EmptyImageError,
     ImageTooLargeError,
     InputError,
     MissingInputError,
-    NoImagesFoundError,
     NotAnImageError,
-    UnreadableVideoError,
-    load_image,
 )
+from ufssd.inference.detector import DefaultWeightsMissingError, FaceDetector, default_weights_path
+from ufssd.inference.io import NoImagesFoundError, UnreadableVideoError, load_image
 from ufssd.inference.postprocess import postprocess
 from ufssd.inference.results import Detection, DetectionResult
 from ufssd.inference.tta import TTAConfig
