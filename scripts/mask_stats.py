@@ -33,8 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     from ufssd.widerface_files import DEV_LIST, image_folder, read_image_list
 
     names = read_image_list(args.data_root / DEV_LIST)[:: args.every][: args.images]
-    plain = FaceDetector(weights=args.weights, score_threshold=0.01)
-    skipping = FaceDetector(weights=args.weights, score_threshold=0.01, skip_masked_anchors=True)
+    plain = FaceDetector(weights=args.weights)
+    skipping = FaceDetector(weights=args.weights, skip_masked_anchors=True)
+    floor = plain.resolve(evaluation=True).score_threshold  # the model's eval_score_threshold (0.01)
     cfg = plain.config
     print("| image | B = 1 share | median score, kept cells | median score, masked cells | boxes | boxes, skip_masked_anchors |")
     print("|---|---|---|---|---|---|")
@@ -57,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         on_masked_level = torch.isin(level_of, torch.tensor(cfg.model.ffmm_levels))
         kept, off = scores[keep & on_masked_level], scores[~keep]
         share = float(keep[on_masked_level].float().mean())
-        n_plain = len(plain.detect(image).scores)
-        n_skip = len(skipping.detect(image).scores)
+        n_plain = len(plain.detect(image, score_threshold=floor).scores)
+        n_skip = len(skipping.detect(image, score_threshold=floor).scores)
         med = lambda t: f"{float(t.median()):.3f}" if t.numel() else "-"  # noqa: E731
         print(f"| {name} | {share:.2f} | {med(kept)} | {med(off)} | {n_plain} | {n_skip} |")
     return 0

@@ -32,13 +32,13 @@ from pathlib import Path
 import numpy as np
 
 
-def detect_all(detector, image_root: Path, names: list[str], tta=None) -> dict[str, tuple]:
-    """name -> (boxes (K,4) xyxy, scores (K,)) at the detector's (low) threshold."""
+def detect_all(detector, image_root: Path, names: list[str], tta=None, score_threshold=None) -> dict[str, tuple]:
+    """name -> (boxes (K,4) xyxy, scores (K,)) at ``score_threshold`` (default: the detector's)."""
     from tqdm import tqdm
 
     out = {}
     for name in tqdm(names, desc="detect", unit="img"):
-        result = detector.detect(str(image_root / name), tta=tta) if tta else detector.detect(str(image_root / name))
+        result = detector.detect(str(image_root / name), score_threshold=score_threshold, tta=tta or False)
         out[name] = (result.boxes, result.scores)
     return out
 
@@ -167,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     names = [n if n.endswith(".jpg") else f"{n}.jpg" for n in read_image_list(subset)]
     gt_dir = args.gt or default_gt(args.data_root, wider)
     image_root = image_folder(args.data_root, "val")
-    detector = FaceDetector(weights=args.weights, score_threshold=0.01, num_threads=args.threads)
+    detector = FaceDetector(weights=args.weights, num_threads=args.threads)
+    eval_cfg = detector.resolve(evaluation=True)  # the model's eval_score_threshold (0.01)
     args.out.mkdir(parents=True, exist_ok=True)
 
     results, timings = {}, {}
@@ -175,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     dets_single = None
     for label, tta in runs:
         t0 = time.perf_counter()
-        dets = detect_all(detector, image_root, names, tta)
+        dets = detect_all(detector, image_root, names, tta, eval_cfg.score_threshold)
         timings[label] = (time.perf_counter() - t0) / len(names)
         pred_dir = write_all(dets, args.out / f"pred_{label.replace(' ', '_')}")
         results[f"{args.name} ({label})"] = evaluate(pred_dir, gt_dir, subset=names)
@@ -197,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         "weights": args.weights or "embedded default",
         "subset": str(subset),
         "images": len(names),
-        "input_policy": detector.describe_input_policy(),
+        "input_policy": detector.describe_input_policy(eval_cfg),
         "ours": {k: v.aps for k, v in results.items()},
         "seconds_per_image_full_size": timings,
         "peers": {k: v.aps for k, v in peers.items()},

@@ -155,3 +155,41 @@ def test_detect_without_weights_is_a_clear_error(tmp_path, capsys, monkeypatch):
     assert main(["detect", str(tmp_path / "x.png"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "ufssd detect: error: no embedded default model" in err and "--preset" in err
+
+
+@pytest.fixture(scope="module")
+def bad_weight_files(tmp_path_factory):
+    """One broken weight file of every format, and an image to run on."""
+    from ufssd.model import build_model, save_weights
+
+    d = tmp_path_factory.mktemp("bad_weights")
+    good = save_weights(d / "good.safetensors", build_model("ufssd_light")).read_bytes()
+    (d / "corrupt.onnx").write_bytes(b"\x00not a protobuf" * 8)
+    (d / "truncated.safetensors").write_bytes(good[:1000])
+    (d / "corrupt.pt").write_bytes(b"PK\x03\x04" + b"\x00" * 200)  # a zip header, then nothing
+    (d / "model.bin").write_bytes(good)
+    (d / "empty.onnx").write_bytes(b"")
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(d / "x.png")
+    return d
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("corrupt.onnx", "not a readable ONNX model (Protobuf parsing failed.)"),
+        ("truncated.safetensors", "not a readable safetensors file ("),
+        ("corrupt.pt", "not a readable training checkpoint (corrupt or truncated: "),
+        ("model.bin", "unknown weight file type '.bin' (expected .safetensors, .pt/.pth"),
+        ("missing.safetensors", "weight file not found"),
+        ("empty.onnx", "empty file (0 bytes)"),
+    ],
+)
+def test_detect_bad_weight_file_is_one_line(bad_weight_files, capsys, name, problem):
+    """Every weight format fails the same way: one line naming the file and what is wrong (a
+    corrupt .onnx file used to print onnxruntime's 25-line InvalidProtobuf traceback)."""
+    path = bad_weight_files / name
+    assert main(["detect", str(bad_weight_files / "x.png"), "--weights", str(path), "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"ufssd detect: error: {path}: ") and captured.err.count("\n") == 1
+    assert problem in captured.err

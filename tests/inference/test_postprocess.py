@@ -29,19 +29,18 @@ def logits_for(probabilities):
 def test_threshold_nms_and_caps():
     cls = logits_for([0.9, 0.8, 0.7, 0.05])
     deltas = torch.zeros((1, 4, 4))  # boxes = anchors
-    cfg = InferenceConfig()
-    ((boxes, scores),) = postprocess(cls, deltas, ANCHORS, cfg, score_threshold=0.1)
+    ((boxes, scores),) = postprocess(cls, deltas, ANCHORS, InferenceConfig(score_threshold=0.1))
     # anchor 1 is suppressed by anchor 0 (IoU 0.68 > 0.3); anchor 3 is below the threshold
     torch.testing.assert_close(boxes, ANCHORS[[0, 2]])
     torch.testing.assert_close(scores, torch.tensor([0.9, 0.7]))
     # top_k after NMS
-    ((boxes, _),) = postprocess(cls, deltas, ANCHORS, InferenceConfig(top_k=1), score_threshold=0.01)
+    ((boxes, _),) = postprocess(cls, deltas, ANCHORS, InferenceConfig(top_k=1, score_threshold=0.01))
     torch.testing.assert_close(boxes, ANCHORS[[0]])
     # pre-NMS top-k keeps the 2 best candidates only (0 and 1; NMS then drops 1)
-    ((boxes, _),) = postprocess(cls, deltas, ANCHORS, InferenceConfig(pre_nms_top_k=2), score_threshold=0.01)
+    ((boxes, _),) = postprocess(cls, deltas, ANCHORS, InferenceConfig(pre_nms_top_k=2, score_threshold=0.01))
     torch.testing.assert_close(boxes, ANCHORS[[0]])
-    # default threshold from the config (0.5)
-    ((_, scores),) = postprocess(cls, deltas, ANCHORS, cfg)
+    # the config's threshold, used as it is (0.5 by default)
+    ((_, scores),) = postprocess(cls, deltas, ANCHORS, InferenceConfig())
     assert scores.tolist() == pytest.approx([0.9, 0.7])
 
 
@@ -49,14 +48,14 @@ def test_decoding_uses_the_anchor_config():
     cls = logits_for([0.9, 0.01, 0.01, 0.01])
     deltas = torch.zeros((1, 4, 4))
     deltas[0, 0] = torch.tensor([1.0, -1.0, math.log(2.0) / 0.2, 0.0])  # shift x by 1 px (0.1 * 10), y by -1
-    ((boxes, _),) = postprocess(cls, deltas, ANCHORS, InferenceConfig(), 0.5, anchor_cfg=AnchorConfig())
+    ((boxes, _),) = postprocess(cls, deltas, ANCHORS, InferenceConfig(score_threshold=0.5), anchor_cfg=AnchorConfig())
     # centre (6, 4), width 20, height 10
     torch.testing.assert_close(boxes, torch.tensor([[-4.0, -1.0, 16.0, 9.0]]))
 
 
 def test_batch_of_two_is_per_image():
     cls = torch.cat([logits_for([0.9, 0.01, 0.01, 0.01]), logits_for([0.01, 0.01, 0.01, 0.6])])
-    out = postprocess(cls, torch.zeros((2, 4, 4)), ANCHORS, InferenceConfig(), 0.5)
+    out = postprocess(cls, torch.zeros((2, 4, 4)), ANCHORS, InferenceConfig(score_threshold=0.5))
     torch.testing.assert_close(out[0][0], ANCHORS[[0]])
     torch.testing.assert_close(out[1][0], ANCHORS[[3]])
 
@@ -64,7 +63,7 @@ def test_batch_of_two_is_per_image():
 def test_keep_mask_drops_anchors_before_nms():
     cls = logits_for([0.9, 0.8, 0.7, 0.6])
     keep = torch.tensor([[False, True, True, True]])
-    ((boxes, _),) = postprocess(cls, torch.zeros((1, 4, 4)), ANCHORS, InferenceConfig(), 0.5, keep=keep)
+    ((boxes, _),) = postprocess(cls, torch.zeros((1, 4, 4)), ANCHORS, InferenceConfig(score_threshold=0.5), keep=keep)
     # with anchor 0 gone, anchor 1 is no longer suppressed
     torch.testing.assert_close(boxes, ANCHORS[[1, 2, 3]])
 

@@ -83,5 +83,5 @@ def test_tta_keeps_the_box_in_original_pixels(red_box_detector, draw_box, tta):
 def test_flip_pass_mirrors_back(red_box_detector, draw_box):
     det = red_box_detector(score_threshold=0.5)
     image = draw_box(120, 200, (10, 20, 50, 90))
-    (boxes, _), = det._detect_arrays([image], [(120, 200)], [True], 1, None)
+    (boxes, _), = det._detect_arrays([image], [(120, 200)], [True], 1, det.inference)
     np.testing.assert_allclose(boxes[0].numpy(), (10, 20, 50, 90), atol=2e-3)

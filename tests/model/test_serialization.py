@@ -116,3 +116,29 @@ def test_config_that_does_not_match_weights(tmp_path, trained_like):
 def test_fused_model_is_not_saved(tmp_path, trained_like):
     with pytest.raises(ValueError, match="fused"):
         save_weights(tmp_path / "f.safetensors", fuse_batchnorm(trained_like))
+
+
+def test_kind_comes_from_the_extension_and_errors_are_one_line(tmp_path, trained_like):
+    """load_weights (training --init, export, bench) reports every bad file in one line."""
+    good = save_weights(tmp_path / "w.safetensors", trained_like)
+    cases = {
+        "w.onnx": (good.read_bytes(), "an ONNX file holds an exported graph, not PyTorch weights"),
+        "w.bin": (good.read_bytes(), "unknown weight file type '.bin'"),
+        "w.pt": (good.read_bytes(), "not a training checkpoint (torch.save's zip archive expected)"),
+        "e.safetensors": (b"", "empty file (0 bytes)"),
+    }
+    for name, (data, message) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(WeightFileError) as info:
+            load_weights(tmp_path / name)
+        assert str(info.value).startswith(f"{tmp_path / name}: ") and message in str(info.value)
+        assert "\n" not in str(info.value)
+
+
+def test_mismatch_names_the_tensors_in_one_line(tmp_path, trained_like):
+    other = build_model("ufssd_light")
+    path = tmp_path / "ckpt.pt"
+    torch.save({"model": trained_like.state_dict(), "config": config_to_dict(other.config)}, path)
+    with pytest.raises(WeightFileError, match=r"do not match the stored config \(ufssd_light\): tensors .*unexpected") as info:
+        load_weights(path)
+    assert "\n" not in str(info.value)

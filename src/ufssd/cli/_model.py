@@ -31,11 +31,9 @@ def load_model(args: argparse.Namespace, purpose: str):
         logging.getLogger(f"ufssd.{purpose}").warning("%s preset %r with random weights (untrained)", purpose, args.preset)
         return model.eval()
     path = Path(args.weights) if args.weights else default_weights_path()
-    if not path.is_file():
-        if args.weights:
-            raise CLIError(f"{path}: weight file not found")
+    if not args.weights and not path.is_file():
         raise CLIError(f"no embedded default model: {path} does not exist yet; use --weights W or --preset P")
     try:
         return load_weights(path)
-    except ValueError as exc:
+    except (FileNotFoundError, ValueError) as exc:  # WeightFileError: one line naming the file
         raise CLIError(str(exc)) from exc

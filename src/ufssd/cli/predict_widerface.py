@@ -30,7 +30,10 @@ def register(subparsers) -> None:
     p.add_argument("--split", default="val", choices=IMAGE_SPLITS, help="default: val")
     p.add_argument("--subset", metavar="LIST", help="a file of <event>/<name>.jpg lines (default: every image found)")
     p.add_argument("--out", required=True, metavar="PRED_DIR", help="prediction folder (<event>/<stem>.txt)")
-    p.add_argument("--threshold", type=float, default=None, metavar="T", help="score threshold (default: 0.01)")
+    p.add_argument(
+        "--threshold", type=float, default=None, metavar="T",
+        help="score threshold (default: the model's eval_score_threshold, 0.01)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_model_arguments(p)
     p.set_defaults(func=run)
@@ -71,19 +74,17 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         raise CLIError(f"{len(missing)} listed image(s) not under {root}, e.g. {missing[0]}")
     detector = detector_from_args(args)
-    threshold = detector.config.inference.eval_score_threshold if args.threshold is None else args.threshold
+    cfg = detector.resolve(args.threshold, evaluation=True)  # --threshold, else the eval floor
     tta = detector.tta
     print(
         f"ufssd predict-widerface: {len(names)} images from {root}; model {detector.config.name} "
-        f"({detector.source}, {detector.backend}); input policy: "
-        + detector.describe_input_policy().replace(
-            f"score >= {detector.inference.score_threshold:g}", f"score >= {threshold:g}"
-        ),
+        f"({detector.source}, {detector.backend}); input policy: {detector.describe_input_policy(cfg, tta)}",
         file=sys.stderr,
     )
     try:
         summary = predict_widerface(
-            detector, root, names, args.out, tta=tta, progress=not args.no_progress, score_threshold=threshold
+            detector, root, names, args.out, tta=tta, progress=not args.no_progress,
+            score_threshold=cfg.score_threshold,
         )
     except InputError as exc:
         raise CLIError(str(exc)) from exc

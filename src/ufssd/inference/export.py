@@ -20,6 +20,7 @@ handles the dynamic height and width of this network; opset 17.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 import os
 import warnings
@@ -226,9 +227,10 @@ def check_parity(
             max_diff = max(max_diff, cls_diff, float((t_box - o_box).abs()[agree].max()))
 
         anchors = anchors_for_input(hp, wp, cfg.anchors)
-        threshold = cfg.inference.eval_score_threshold
-        t_res = postprocess(t_cls, t_box, anchors, cfg.inference, threshold, anchor_cfg=cfg.anchors)
-        o_res = postprocess(o_cls, o_box, anchors, cfg.inference, threshold, anchor_cfg=cfg.anchors)
+        inference = dataclasses.replace(cfg.inference, score_threshold=cfg.inference.eval_score_threshold)
+        threshold = inference.score_threshold
+        t_res = postprocess(t_cls, t_box, anchors, inference, anchor_cfg=cfg.anchors)
+        o_res = postprocess(o_cls, o_box, anchors, inference, anchor_cfg=cfg.anchors)
         for (tb_, ts), (ob_, os_) in zip(t_res, o_res):
             n_boxes += len(ts)
             for a_boxes, a_scores, b_boxes in ((tb_, ts, ob_), (ob_, os_, tb_)):

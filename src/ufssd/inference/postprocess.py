@@ -76,7 +76,6 @@ def postprocess(
     box_deltas: Tensor,
     anchors: Tensor,
     cfg: InferenceConfig,
-    score_threshold: float | None = None,
     *,
     anchor_cfg: AnchorConfig | None = None,
     keep: Tensor | None = None,
@@ -88,8 +87,9 @@ def postprocess(
         box_deltas: ``(N, A, 4)`` SSD offsets.
         anchors: ``(A, 4)`` xyxy in network-input pixels (:func:`ufssd.geometry.anchors_for_input`
             of the padded input size).
-        cfg: ``pre_nms_top_k``, ``nms_iou``, ``top_k`` and the default ``score_threshold``.
-        score_threshold: overrides ``cfg.score_threshold`` (0.01 for WIDER prediction files).
+        cfg: the resolved settings of the call (``score_threshold``, ``pre_nms_top_k``,
+            ``nms_iou``, ``top_k``), used as they are: overrides are resolved by the caller
+            (:meth:`ufssd.inference.FaceDetector.resolve`).
         anchor_cfg: variances and the log-size clamp of the box coding (default ``AnchorConfig()``).
         keep: optional ``(N, A)`` bool; anchors where it is False are dropped first
             (:func:`masked_anchor_keep`).
@@ -105,7 +105,7 @@ def postprocess(
     if tuple(anchors.shape) != (a, 4):
         raise ValueError(f"anchors must be {(a, 4)}, got {tuple(anchors.shape)}")
     anchor_cfg = anchor_cfg or AnchorConfig()
-    threshold = cfg.score_threshold if score_threshold is None else float(score_threshold)
+    threshold = float(cfg.score_threshold)
 
     # face probability >= t  <=>  logit difference >= log(t / (1 - t)): no softmax over all anchors
     margin = (cls_logits[..., 1] - cls_logits[..., 0]).float()

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class PredictionSummary:
+    """What :func:`predict_widerface` did; ``input_policy`` names the settings actually used."""
+
     images: int
     detections: int
     out_dir: Path
@@ -45,7 +47,7 @@ def predict_widerface(
     out_dir: str | os.PathLike,
     tta: TTAConfig | str | None = None,
     progress: bool = True,
-    score_threshold: float = 0.01,
+    score_threshold: float | None = None,
 ) -> PredictionSummary:
     """Detect faces in ``image_root/<name>`` for every name and write the prediction files.
 
@@ -56,7 +58,8 @@ def predict_widerface(
         names: ``"<event>/<name>.jpg"`` each.
         out_dir: the prediction folder; ``<event>/<stem>.txt`` files are (over)written in it.
         tta: test-time augmentation (``None``: single scale).
-        score_threshold: 0.01 by default (the protocol's low threshold).
+        score_threshold: ``None``: the detector's ``InferenceConfig.eval_score_threshold`` (0.01,
+            the protocol's low threshold).
     Raises:
         ufssd.inference.io.InputError if an image cannot be read (every image needs a file).
     """
@@ -64,6 +67,7 @@ def predict_widerface(
 
     image_root, out_dir = Path(image_root), Path(out_dir)
     tta_cfg = TTAConfig.parse(tta)
+    cfg = detector.resolve(score_threshold, evaluation=True)
     total = 0
     iterator = names
     if progress:
@@ -75,9 +79,9 @@ def predict_widerface(
         if len(rel.parts) != 2:
             raise ValueError(f"image name must be '<event>/<name>.jpg', got {name!r}")
         image = load_image(image_root / rel, exif=False)
-        result = detector.detect(image, score_threshold=score_threshold, tta=tta_cfg)
+        result = detector.detect(image, score_threshold=cfg.score_threshold, tta=tta_cfg)
         target = out_dir / rel.parent / f"{rel.stem}.txt"
         write_predictions(target, rel.stem, result.boxes, result.scores)  # atomic (temp + replace)
         total += len(result)
     log.info("wrote %d prediction files (%d detections) to %s", len(names), total, out_dir)
-    return PredictionSummary(len(names), total, out_dir, detector.describe_input_policy())
+    return PredictionSummary(len(names), total, out_dir, detector.describe_input_policy(cfg, tta=tta_cfg))

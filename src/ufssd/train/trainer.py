@@ -92,7 +92,7 @@ class EvalSpec:
     gt_dir: Path
     every: int
     metric: str = "hard"
-    score_threshold: float = 0.01
+    score_threshold: float | None = None  # None: the model's InferenceConfig.eval_score_threshold
     detector_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
