@@ -32,7 +32,9 @@ from pathlib import Path
 import numpy as np
 
 
-def detect_all(detector, image_root: Path, names: list[str], tta=None, score_threshold=None) -> dict[str, tuple]:
+def detect_all(
+    detector, image_root: Path, names: list[str], tta: str | None = None, score_threshold: float | None = None
+) -> dict[str, tuple]:
     """name -> (boxes (K,4) xyxy, scores (K,)) at ``score_threshold`` (default: the detector's)."""
     from tqdm import tqdm
 

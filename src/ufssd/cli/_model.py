@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ufssd.cli import CLIError
+
+if TYPE_CHECKING:
+    from ufssd.model import UFSSD
 
 
 def add_weights_or_preset(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, onnx: bool,
@@ -18,7 +22,7 @@ def add_weights_or_preset(parser: argparse.ArgumentParser | argparse._ArgumentGr
     src.add_argument("--preset", metavar="P", help=preset_help)
 
 
-def load_model(args: argparse.Namespace, purpose: str):
+def load_model(args: argparse.Namespace, purpose: str) -> UFSSD:
     """The network that ``--weights`` / ``--preset`` name (the embedded model by default), in eval mode."""
     from ufssd.inference.detector import default_weights_path
     from ufssd.model import build_model, load_weights

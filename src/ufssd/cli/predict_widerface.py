@@ -19,7 +19,7 @@ Prints the input policy used. Then: ufssd evaluate --pred PRED_DIR ...
 """
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "predict-widerface", help=HELP, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from ufssd.inference.detector import FaceDetector
 from ufssd.inference.io import load_image
 from ufssd.inference.tta import TTAConfig
 
@@ -41,7 +42,7 @@ def list_images(image_root: str | os.PathLike) -> list[str]:
 
 
 def predict_widerface(
-    detector,
+    detector: FaceDetector,
     image_root: str | os.PathLike,
     names: Sequence[str],
     out_dir: str | os.PathLike,
