@@ -152,17 +152,28 @@ def load_network(
             "FaceDetector: preset %r with random weights (untrained): detections are meaningless",
             model.config.name,
         )
-    source = source or "in-memory model"
-    config = model.config
+    return _run_torch_model(model, source or "in-memory model", device, backend, num_threads, fuse_batchnorm)
+
+
+def _run_torch_model(
+    model: torch.nn.Module,
+    source: str,
+    device: torch.device,
+    backend: str,
+    num_threads: int | None,
+    fuse_batchnorm: bool,
+) -> Network:
+    """A torch model on ``backend``: exported in memory for onnxruntime, else (a BatchNorm-folded
+    copy of) the model itself on ``device``. The caller's model is never changed."""
     if backend == "onnxruntime":
         from ufssd.inference.export import export_onnx
 
         session = create_session(export_onnx(model, None, check=False).data, num_threads, device)
-        return Network(config, backend, OnnxRunner(session), source, None, session)
+        return Network(model.config, backend, OnnxRunner(session), source, None, session)
     if fuse_batchnorm:
         from ufssd.model import fuse_batchnorm as fuse
 
         model = fuse(model).to(device)
     else:
         model = model.to(device).eval()
-    return Network(config, backend, TorchRunner(model, device), source, model, None)
+    return Network(model.config, backend, TorchRunner(model, device), source, model, None)
