@@ -1,9 +1,11 @@
 """The package's layers import only downwards (docs/architecture.md), read from the source with ast.
 
-atomic/config/presets/widerface_files/images < geometry < model < losses < data < inference < train;
-evaluation imports no torch and nothing from the torch layers, only the torch-free rank-0 modules
-(only inference and train import it: prediction files); the rank-0 modules import no torch either;
-cli (and ``python -m ufssd``) may import everything.
+The order of docs/architecture.md: atomic/config/presets/widerface_files/images (rank 0) <
+evaluation < geometry < model < losses < data < inference < train < cli. The torch-free layers come
+first: the rank-0 modules and evaluation import no torch, and evaluation imports only atomic,
+config, presets and widerface_files. Of the torch layers only inference and train import
+evaluation (they write and score prediction files). cli (and ``python -m ufssd``) may import
+everything.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def module_name(path: Path, src: Path = SRC) -> str:
 
 
 def layer_of(module: str) -> str | None:
-    """'ufssd.model.detector' -> 'model'; the root package -> None."""
+    """'ufssd.model.network' -> 'model'; the root package -> None."""
     parts = module.split(".")
     if parts[0] != "ufssd" or len(parts) == 1:
         return None
@@ -129,7 +131,7 @@ def test_imports_go_only_downwards(path):
 
 def test_rules_catch_violations():
     """The checker itself: a few hand-written cases."""
-    assert not _allowed("geometry", "ufssd.model.detector")
+    assert not _allowed("geometry", "ufssd.model.network")
     assert not _allowed("model", "ufssd.losses")
     assert _allowed("losses", "ufssd.geometry.matching")
     assert _allowed("inference", "ufssd.model")
@@ -147,6 +149,7 @@ def test_rules_catch_violations():
     assert _allowed("train", "ufssd.evaluation")
     assert not _allowed("model", "ufssd.evaluation")
     assert not _allowed("geometry", "ufssd.evaluation")
+    assert not _allowed("widerface_files", "ufssd.evaluation")  # rank 0 is above evaluation
     assert _allowed("cli", "ufssd.train")
     assert not _allowed(None, "ufssd.model")
 
@@ -155,7 +158,7 @@ def test_relative_imports_are_resolved(tmp_path):
     pkg = tmp_path / "ufssd" / "geometry"
     pkg.mkdir(parents=True)
     f = pkg / "anchors.py"
-    f.write_text("from ..model import detector\nfrom . import boxes\nfrom .. import model, __version__\ndef f():\n    import torch\n")
+    f.write_text("from ..model import network\nfrom . import boxes\nfrom .. import model, __version__\ndef f():\n    import torch\n")
     targets = [t for _, t in imports_of(f, src=tmp_path)]
     assert targets == ["ufssd.model", "ufssd.geometry", "ufssd", "ufssd.model", "torch"]
     assert not _allowed("geometry", targets[3])

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ufssd.inference import FaceDetector
-from ufssd.inference.detector import default_weights_path
+from ufssd.inference.face_detector import default_weights_path
 
 # measured by hand on the 512x600 image (x1, y1, x2, y2): ear to ear, hat brim to chin
 HOPPER_FACE = np.array([170.0, 145.0, 355.0, 335.0])

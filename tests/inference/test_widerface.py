@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from ufssd.inference import FaceDetector, predict_widerface
-from ufssd.inference import detector as detector_module
+from ufssd.inference import face_detector as face_detector_module
 
 
 @pytest.fixture
@@ -32,14 +32,14 @@ def test_resolve_applies_a_call_override_or_the_evaluation_floor(detector):
 
 def test_postprocess_gets_only_the_resolved_config(detector, monkeypatch):
     seen = []
-    real = detector_module.postprocess
+    real = face_detector_module.postprocess
 
     def spy(*args, **kwargs):
         assert len(args) == 4  # logits, deltas, anchors, cfg: no separate threshold argument
         seen.append(args[3].score_threshold)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(detector_module, "postprocess", spy)
+    monkeypatch.setattr(face_detector_module, "postprocess", spy)
     image = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)
     low = detector.detect(image, score_threshold=0.3)
     default = detector.detect(image)

@@ -24,7 +24,7 @@ def add_weights_or_preset(parser: argparse.ArgumentParser | argparse._ArgumentGr
 
 def load_model(args: argparse.Namespace, purpose: str) -> UFSSD:
     """The network that ``--weights`` / ``--preset`` name (the embedded model by default), in eval mode."""
-    from ufssd.inference.detector import default_weights_path
+    from ufssd.inference.face_detector import default_weights_path
     from ufssd.model import build_model, load_weights
 
     if args.preset:

@@ -19,13 +19,9 @@ from ufssd.evaluation.groundtruth import SETTINGS, GroundTruth, load_ground_trut
 from ufssd.evaluation.matfile import save_pr_mat
 from ufssd.evaluation.plot import plot_pr_curves
 from ufssd.evaluation.protocol import PROTOCOLS, THRESHOLDS, evaluate, score_predictions, voc_ap
-from ufssd.evaluation.reader import (
-    PredictionIssue,
-    Predictions,
-    read_predictions,
-    write_predictions,
-)
+from ufssd.evaluation.reader import PredictionIssue, Predictions, read_predictions
 from ufssd.evaluation.result import EvaluationResult, SettingResult, save_json
+from ufssd.evaluation.writer import write_predictions
 
 __all__ = [
     "evaluate",

@@ -9,9 +9,8 @@ from ufssd.geometry.masks import (
     square_face_iou,
     square_overlap,
 )
-from ufssd.geometry.matching import BACKGROUND, IGNORE, POSITIVE, match_anchors, valid_faces
+from ufssd.geometry.matching import BACKGROUND, IGNORE, POSITIVE, build_targets, match_anchors, valid_faces
 from ufssd.geometry.pairs import BoxIndex, build_box_index, overlapping_pairs, paired_iou
-from ufssd.geometry.targets import build_targets
 
 __all__ = [
     "feature_sizes",

@@ -12,7 +12,7 @@ from ufssd.images import (
     MissingInputError,
     NotAnImageError,
 )
-from ufssd.inference.detector import DefaultWeightsMissingError, FaceDetector, default_weights_path
+from ufssd.inference.face_detector import DefaultWeightsMissingError, FaceDetector, default_weights_path
 from ufssd.inference.io import NoImagesFoundError, UnreadableVideoError, load_image
 from ufssd.inference.postprocess import postprocess
 from ufssd.inference.results import Detection, DetectionResult

@@ -136,7 +136,7 @@ def run_bench(
 def _run(
     model, sizes, backends, batches, threads, warmup, repeats, device, score_threshold, progress
 ) -> list[BenchRow]:
-    from ufssd.inference.detector import FaceDetector
+    from ufssd.inference.face_detector import FaceDetector
 
     rows = []
     for backend in backends:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from ufssd.inference.detector import FaceDetector
+from ufssd.inference.face_detector import FaceDetector
 from ufssd.inference.io import load_image
 from ufssd.inference.tta import TTAConfig
 

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from ufssd.atomic import atomic_write_bytes
 from ufssd.config import DetectorConfig, config_from_dict, config_from_json, config_to_json
-from ufssd.model.detector import UFSSD
+from ufssd.model.network import UFSSD
 
 FORMAT = "ufssd-weights"
 VERSION = "1"

@@ -1,4 +1,6 @@
-"""The detector: backbone -> [FEM] -> [MCDM] -> [FFMM] -> heads, returning raw tensors."""
+"""The network, :class:`UFSSD` (an ``nn.Module``): backbone -> [FEM] -> [MCDM] -> [FFMM] -> heads,
+returning raw tensors; :func:`build_model` builds it from a preset or config.
+"""
 
 from __future__ import annotations
 
