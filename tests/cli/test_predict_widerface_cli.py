@@ -19,6 +19,7 @@ def test_predict_widerface_writes_every_file(widerface_dir, tmp_path, capsys):
     assert "input policy: original size" in err and "score >= 0.01" in err and "at most 750" in err
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert files == sorted(n[:-4] + ".txt" for n in names)
+    total = 0
     for name in names:
         lines = (out / (name[:-4] + ".txt")).read_text().split("\n")
         assert lines[0] == name.split("/")[1][:-4] and lines[-1] == ""
@@ -27,11 +28,15 @@ def test_predict_widerface_writes_every_file(widerface_dir, tmp_path, capsys):
         values = np.array([[float(v) for v in ln.split(" ")] for ln in lines[2:-1]]).reshape(-1, 5)
         assert np.all(np.diff(values[:, 4]) <= 0) and np.all(values[:, 4] >= 0.01)
         assert np.all(values[:, 2:4] >= 0)
-    # the folder chains into the evaluator: every file is read, no format issue
+        total += count
+    assert f"wrote {len(names)} files ({total} boxes)" in err
+    # the folder chains into the evaluator: every file is read, none missing or invalid, every box counted
     from ufssd.evaluation import evaluate
 
     result = evaluate(out, widerface_dir / "eval_tools", subset=names, strict=True)
-    assert result is not None
+    assert result.images == len(names) and result.detections == total > 0
+    assert result.missing == () and result.invalid == ()
+    assert all(0.0 <= result.aps[k] <= 1.0 or np.isnan(result.aps[k]) for k in ("easy", "medium", "hard"))
 
 
 def test_predict_widerface_errors(tmp_path, capsys):
