@@ -133,8 +133,11 @@ def _image(detector, item: InputFile, targets: _Targets, cfg: AnonymizeConfig, s
     out = Image.fromarray(hidden) if isinstance(hidden, np.ndarray) else hidden
     if fmt == "PNG" and out.mode not in _PNG_MODES:
         out = out.convert("RGBA" if "A" in out.mode else "RGB")
-    with atomic_write(target, "wb", fsync=False) as f:
-        out.save(f, format=fmt, **options)
+    try:
+        with atomic_write(target, "wb", fsync=False) as f:
+            out.save(f, format=fmt, **options)
+    except (OSError, ValueError) as exc:  # e.g. a mode the format cannot write; nothing is left
+        raise InputError(item.path, f"cannot write {target} ({exc})") from exc
     summary.written.append(target)
     summary.faces += len(result)
     h, w = rgb.shape[:2]
