@@ -5,10 +5,17 @@ from __future__ import annotations
 import csv
 import json
 
-import pytest
+from pathlib import Path
 
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import ufssd
 from ufssd.cli import main
 from ufssd.train.sources import default_sources, expand_source, read_training_samples
+
+DEFAULT_WEIGHTS = Path(ufssd.__file__).resolve().parent / "weights" / "default.safetensors"
 
 TRAIN_IMAGES = [
     "0--Parade/0_Parade_marchingband_1_1038.jpg",
@@ -40,8 +47,9 @@ def test_cli_train_with_eval(widerface_dir, tmp_path):
     eval_list.write_text("\n".join(dev[:2]) + "\n")
     out = tmp_path / "run"
     args = [
-        "train", "--preset", "ufssd_light", "--data-root", str(widerface_dir),
-        "--source", f"train:{subset}", "--iters", "2", "--batch-size", "2",
+        # from the shipped weights at a small lr, so that the evaluations give real APs
+        "train", "--preset", "ufssd_light_ffmm_x1", "--init", str(DEFAULT_WEIGHTS), "--lr", "0.001",
+        "--data-root", str(widerface_dir), "--source", f"train:{subset}", "--iters", "2", "--batch-size", "2",
         "--set", "train.resolution=256", "--resolution", "128",  # the flag wins over --set
         "--set", "train.photometric=false", "--set", "train.iters=99",
         "--workers", "0", "--threads", "1", "--out", str(out), "--no-progress", "--log-every", "1",
@@ -58,7 +66,19 @@ def test_cli_train_with_eval(widerface_dir, tmp_path):
     with open(out / "eval_history.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["step"] for r in rows] == ["1", "2"]
-    assert all(0.0 <= float(r["hard"]) <= 1.0 for r in rows)
+    # the periodic evaluation gives the APs that predict-widerface + evaluate give for the same
+    # weights (step 2's are final.safetensors): same input policy, threshold, NMS and protocol
+    from ufssd.evaluation import evaluate
+
+    pred = tmp_path / "pred"
+    assert main(["predict-widerface", "--data-root", str(widerface_dir), "--subset", str(eval_list),
+                 "--out", str(pred), "--weights", str(out / "final.safetensors"), "--no-progress"]) == 0  # fmt: skip
+    aps = evaluate(pred, widerface_dir / "eval_tools", subset=dev[:2]).aps
+    assert aps["hard"] > 0.1, aps  # real APs, not those of random weights
+    for key in ("easy", "medium", "hard"):
+        assert rows[1][key] == ("nan" if aps[key] != aps[key] else f"{aps[key]:.6g}"), (key, rows[1], aps)
+    best_step = max(rows, key=lambda r: float(r["hard"]))["step"]
+    assert int(best_step) == torch.load(out / "best.pt", weights_only=True)["step"]
     with open(out / "train_log.csv") as f:
         log = list(csv.DictReader(f))
     assert [r["step"] for r in log] == ["1", "2"]
@@ -68,16 +88,24 @@ def test_cli_train_with_eval(widerface_dir, tmp_path):
     assert main([*args, "--resume"]) == 0
 
 
-def test_cli_init_from_weights(widerface_dir, tmp_path, caplog):
+def test_cli_init_from_weights(widerface_dir, tmp_path):
     subset = tmp_path / "train.txt"
     subset.write_text("\n".join(TRAIN_IMAGES) + "\n")
-    common = ["train", "--preset", "ufssd_light", "--source", f"{widerface_dir}:train:{subset}", "--iters", "1",
-              "--batch-size", "2", "--resolution", "128", "--workers", "0", "--no-progress", "--no-tensorboard"]  # fmt: skip
-    assert main([*common, "--out", str(tmp_path / "a")]) == 0
-    with caplog.at_level("INFO"):
-        assert main([*common, "--out", str(tmp_path / "b"), "--init", str(tmp_path / "a" / "final.safetensors")]) == 0
-    assert any("initialised from" in r.getMessage() for r in caplog.records)
-    assert main([*common, "--out", str(tmp_path / "c"), "--init", str(tmp_path / "missing.safetensors")]) == 2
+    # lr 0: the step leaves the parameters as they started (only BatchNorm statistics move)
+    common = ["train", "--preset", "ufssd_light_ffmm_x1", "--source", f"{widerface_dir}:train:{subset}", "--iters", "1",
+              "--batch-size", "2", "--resolution", "128", "--lr", "0", "--workers", "0", "--no-progress",
+              "--no-tensorboard"]  # fmt: skip
+    parameters = [n for n, _ in ufssd.build_model("ufssd_light_ffmm_x1").named_parameters()]
+    shipped = load_file(DEFAULT_WEIGHTS)
+    assert main([*common, "--out", str(tmp_path / "b"), "--init", str(DEFAULT_WEIGHTS)]) == 0
+    started = load_file(tmp_path / "b" / "final.safetensors")
+    not_loaded = [n for n in parameters if not torch.equal(started[n], shipped[n])]
+    assert not not_loaded, f"--init left {len(not_loaded)} of {len(parameters)} parameters unloaded: {not_loaded[:5]}"
+    # without --init the same run starts from other weights (so the equality above is no accident)
+    assert main([*common, "--out", str(tmp_path / "c")]) == 0
+    fresh = load_file(tmp_path / "c" / "final.safetensors")
+    assert sum(torch.equal(fresh[n], shipped[n]) for n in parameters) < len(parameters) // 4
+    assert main([*common, "--out", str(tmp_path / "d"), "--init", str(tmp_path / "missing.safetensors")]) == 2
 
 
 def test_cli_errors(tmp_path, capsys):
