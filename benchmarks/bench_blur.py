@@ -39,7 +39,8 @@ def make_frames(count: int) -> list[np.ndarray]:
     from PIL import Image
     from skimage import data as skdata
 
-    hopper = np.asarray(Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("RGB"))
+    photo = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    hopper = np.asarray(Image.open(photo).convert("RGB"))
     hopper = cv2.resize(hopper, (HEIGHT * 512 // 600, HEIGHT), interpolation=cv2.INTER_AREA)
     astronaut = cv2.resize(np.asarray(skdata.astronaut()), (HEIGHT, HEIGHT), interpolation=cv2.INTER_AREA)
     strip = np.concatenate([hopper, astronaut, hopper], axis=1)  # wider than the frame: room to pan

@@ -152,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['unmatched/img']:.1f} | {r['precision']:.2f} |")
     print(f"\nplateau (a 0.05 step down gains < {args.plateau:g} point on faces >= 20 px, above the score floor): "
           + (f"from {plateau:.2f}" if plateau is not None else "none"))
-    print(f"blur threshold: {chosen:.2f} (lowest score whose boxes overlap a face with precision >= {args.min_precision:g})")
+    print(f"blur threshold: {chosen:.2f} (lowest score whose boxes overlap a face with precision "
+          f">= {args.min_precision:g})")
     if args.json:
         doc = {"faces": counts, "rows": rows, "plateau": plateau, "chosen": chosen, "min_precision": args.min_precision}
         args.json.write_text(json.dumps(doc, indent=1))

@@ -156,7 +156,8 @@ def test_ellipse_leaves_the_corners_and_box_fills_them():
 def test_pixelate_makes_constant_blocks():
     rng = np.random.default_rng(1)
     image = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    out = hide_faces(image, np.array([[0.0, 0.0, 64.0, 64.0]]), AnonymizeConfig(method="pixelate", expand=0.0, shape="box"))
+    cfg = AnonymizeConfig(method="pixelate", expand=0.0, shape="box")
+    out = hide_faces(image, np.array([[0.0, 0.0, 64.0, 64.0]]), cfg)
     blocks = out.reshape(8, 8, 8, 8, 3)  # 8 blocks of 8 px across the 64 px side
     assert (blocks == blocks[:, :1, :, :1]).all()
     np.testing.assert_allclose(blocks[:, 0, :, 0].astype(float), image.reshape(8, 8, 8, 8, 3).mean(axis=(1, 3)), atol=1)
@@ -164,7 +165,9 @@ def test_pixelate_makes_constant_blocks():
 
 def test_face_records_and_config_errors():
     records = face_records(np.array([[10.0, 20.0, 30.0, 60.0]]), np.array([0.5]), (100, 120), 0.25, held=np.array([2]))
-    assert records == [{"x1": 10.0, "y1": 20.0, "x2": 30.0, "y2": 60.0, "score": 0.5, "held": 2, "region": [5, 10, 35, 70]}]
+    assert records == [
+        {"x1": 10.0, "y1": 20.0, "x2": 30.0, "y2": 60.0, "score": 0.5, "held": 2, "region": [5, 10, 35, 70]}
+    ]
     for bad in ({"method": "smudge"}, {"shape": "star"}, {"expand": -0.1}, {"score_threshold": 1.5}):
         with pytest.raises(ValueError):
             AnonymizeConfig(**bad)

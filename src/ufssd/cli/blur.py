@@ -47,7 +47,9 @@ def register(subparsers) -> None:
         "--expand", type=float, default=0.25, metavar="F",
         help="enlarge each face box by F times its width/height on every side (default 0.25)",
     )
-    p.add_argument("--shape", choices=SHAPES, default="ellipse", help="shape hidden in the enlarged box (default: ellipse)")
+    p.add_argument(
+        "--shape", choices=SHAPES, default="ellipse", help="shape hidden in the enlarged box (default: ellipse)"
+    )
     p.add_argument(
         "--threshold", type=float, default=None, metavar="T",
         help="hide faces scoring >= T (default: the blur threshold chosen for the embedded model, "

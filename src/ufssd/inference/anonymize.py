@@ -100,7 +100,7 @@ class AnonymizeConfig:
 
 @functools.lru_cache(maxsize=1)
 def _default_detector():
-    from ufssd.inference.face_detector import FaceDetector
+    from ufssd.inference import FaceDetector
 
     return FaceDetector()
 

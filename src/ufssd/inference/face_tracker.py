@@ -1,10 +1,11 @@
 """Keeping faces hidden in video when the detector misses them for a few frames (``--persist N``).
 
 A face found in frame ``t`` stays hidden, at its last box, for up to ``N`` frames after the
-detector loses it (:data:`DEFAULT_PERSIST` = 1 for ``ufssd blur``). Faces are followed from frame to frame by the IoU of their boxes: each
-frame's detections are matched greedily (highest IoU first, IoU >= ``iou_threshold``) to the
-faces being followed; a matched face takes the new box, an unmatched detection starts a new
-face, and a face unmatched for more than ``N`` frames is dropped.
+detector loses it (:data:`DEFAULT_PERSIST` = 1 for ``ufssd blur``). Faces are followed from
+frame to frame by the IoU of their boxes: each frame's detections are matched greedily (highest
+IoU first, IoU >= ``iou_threshold``) to the faces being followed; a matched face takes the new
+box, an unmatched detection starts a new face, and a face unmatched for more than ``N`` frames
+is dropped.
 """
 
 from __future__ import annotations
