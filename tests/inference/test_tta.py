@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ufssd.inference.tta import TTAConfig, TTAPass, box_vote, merge_passes, scale_plan
+from ufssd.inference.tta import TTAConfig, TTAPass, box_vote, filter_boxes, merge_passes, scale_plan
 
 
 def test_parse():
@@ -68,12 +68,39 @@ def test_merge_without_vote_is_nms_and_top_k():
     assert len(scores) == 1
 
 
+def test_passes_filtered_then_voted_hand_worked():
+    cfg = TTAConfig(flip=True, multi_scale=True, vote=True)
+    # the original pass: a small and a large face
+    original = (torch.tensor([[10.0, 10.0, 50.0, 50.0], [100.0, 100.0, 300.0, 300.0]]), torch.tensor([0.9, 0.8]))
+    # an enlarged pass ("small": min side < 100 kept): the small face again, slightly moved, and a
+    # large box that the filter drops (min side 200)
+    enlarged = filter_boxes(
+        torch.tensor([[11.0, 11.0, 51.0, 51.0], [98.0, 98.0, 298.0, 298.0]]), torch.tensor([0.95, 0.99]), "small", cfg
+    )
+    torch.testing.assert_close(enlarged[1], torch.tensor([0.95]))
+    # a shrunk pass ("large": max side > 30 kept): a 20 px box is dropped
+    shrunk = filter_boxes(torch.tensor([[0.0, 0.0, 20.0, 20.0]]), torch.tensor([0.7]), "large", cfg)
+    assert shrunk[0].shape == (0, 4)
+    boxes, scores = merge_passes([original, enlarged, shrunk], cfg, nms_iou=0.3, top_k=750)
+    # vote: the 0.95 box takes the 0.9 one (IoU 0.905): (0.95 * 11 + 0.9 * 10) / 1.85 = 10.5135...
+    m = (0.95 * 11 + 0.9 * 10) / 1.85
+    torch.testing.assert_close(boxes, torch.tensor([[m, m, m + 40, m + 40], [100.0, 100.0, 300.0, 300.0]]))
+    torch.testing.assert_close(scores, torch.tensor([0.95, 0.8]))
+    # without the filter, the 0.99 large box would have led: NMS keeps it over the 0.8 one
+    boxes, scores = merge_passes([original, (torch.tensor([[98.0, 98.0, 298.0, 298.0]]), torch.tensor([0.99]))],
+                                 TTAConfig(flip=True), nms_iou=0.3, top_k=750)  # fmt: skip
+    torch.testing.assert_close(scores, torch.tensor([0.99, 0.9]))
+
+
 @pytest.mark.parametrize("tta", ["flip", "flip,vote", "all"])
 def test_tta_keeps_the_box_in_original_pixels(red_box_detector, draw_box, tta):
     box = (100, 50, 180, 150)
     det = red_box_detector(score_threshold=0.5)
     result = det.detect(draw_box(300, 400, box), tta=tta)
-    assert len(result) >= 1
+    # every pass finds the one red box (the head scores it sigmoid(20)); NMS or voting merges
+    # the passes' copies into exactly one box
+    assert len(result) == 1, result.boxes
+    np.testing.assert_allclose(result.scores, [1.0 / (1.0 + math.exp(-20.0))], rtol=0, atol=1e-6)
     # flip is exact; the scaled passes see a resized box (edges within a pixel or two)
     np.testing.assert_allclose(result.boxes[0], box, atol=2e-3 if tta != "all" else 2.0)
     single = det.detect(draw_box(300, 400, box))
