@@ -78,3 +78,31 @@ def test_parity_failure_writes_nothing(spread_model, tmp_path, monkeypatch):
     with pytest.raises(ExportParityError, match="FAILED"):
         export_onnx(spread_model, target)
     assert not target.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_onnxruntime_batch_equals_one_by_one(exported, monkeypatch):
+    import onnxruntime
+
+    path, _ = exported
+    rng = np.random.default_rng(7)
+    # three images with the same padded size (384 x 640: one batch of three) and one alone (256 x 384)
+    images = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in ((333, 517, 3), (300, 600, 3), (257, 520, 3))]
+    images.append(rng.integers(0, 256, (200, 300, 3), dtype=np.uint8))
+    batches = []
+    run = onnxruntime.InferenceSession.run
+
+    def recording_run(self, output_names, feed, *args, **kwargs):
+        batches.append(tuple(next(iter(feed.values())).shape))
+        return run(self, output_names, feed, *args, **kwargs)
+
+    monkeypatch.setattr(onnxruntime.InferenceSession, "run", recording_run)
+    det = FaceDetector(weights=path, score_threshold=0.999, num_threads=1)
+    together = det.detect(images, batch_size=4)
+    assert sorted(batches) == [(1, 3, 256, 384), (3, 3, 384, 640)]  # it did batch
+    batches.clear()
+    alone = [det.detect(image) for image in images]
+    assert len(batches) == 4 and all(b[0] == 1 for b in batches)
+    for t, a in zip(together, alone):
+        assert len(t) == len(a) > 0
+        np.testing.assert_allclose(t.boxes, a.boxes, atol=1e-3)
+        np.testing.assert_allclose(t.scores, a.scores, atol=1e-5)
