@@ -52,3 +52,23 @@ def test_decode_clamps_log_size_after_variance():
     t = (MAX_LOG - 0.1) / 0.2
     side = decode(torch.tensor([[0.0, 0.0, t, t]]), anchor, VAR, MAX_LOG)[0, 2] * 2 - 16
     assert side.item() == pytest.approx(1000 * math.exp(-0.1), rel=1e-5)
+
+
+@pytest.mark.parametrize("side", [100.0, 180.0, 260.0, 400.0, 600.0])
+def test_matched_targets_of_large_faces_decode_to_the_face(side):
+    """docs/boxes.md, "Targets": a face of 100-600 px (taller than wide, as WIDER faces are) gets
+    positives on the levels S3FD intends, and every positive's target decodes back to the face."""
+    from ufssd.config import MatchConfig
+    from ufssd.geometry import POSITIVE, build_targets
+
+    cfg = AnchorConfig()
+    anchors = anchors_for_input(1024, 1024, cfg)
+    face = torch.tensor([[300.0, 200.0, 300.0 + 0.78 * side, 200.0 + side]])
+    labels, deltas = build_targets(anchors, [face], [torch.zeros(1, dtype=torch.bool)], MatchConfig(), cfg.variances)
+    pos = labels[0] == POSITIVE
+    assert int(pos.sum()) >= 3
+    decoded = decode(deltas[0][pos], anchors[pos], cfg.variances, cfg.max_log_size)
+    torch.testing.assert_close(decoded, face.expand_as(decoded), atol=1e-3, rtol=0)
+    # the positives' anchors are within a factor 2.5 of the face's size (no stray level)
+    anchor_side = anchors[pos, 2] - anchors[pos, 0]
+    assert torch.all((anchor_side > side / 2.5) & (anchor_side < side * 2.5))
