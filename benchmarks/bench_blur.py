@@ -6,7 +6,8 @@ whole command (decode, detect, hide, encode, audio copied).
 The clip: Grace Hopper (matplotlib's sample) and the astronaut (scikit-image's sample) side by
 side on a 1280x720 frame, panning 2 px a frame, encoded as H.264 with an AAC tone (PyAV), so each
 frame has two faces of about 300 and 400 px. Timed, each over all ``--frames`` frames and
-repeated ``--runs`` times (median, and min, of frames per second):
+repeated ``--runs`` times, the stages taking turns within each round (median and best frames per
+second):
 
 * **detect**: ``FaceDetector.detect(frame, score_threshold=BLUR_SCORE_THRESHOLD)`` on the decoded
   RGB frames (pre-processing, network, post-processing), per backend;
@@ -16,7 +17,8 @@ repeated ``--runs`` times (median, and min, of frames per second):
   backend (the video codecs use their own threads too).
 
 Threads: ``--threads`` for torch, onnxruntime and OpenCV. Prints a Markdown table headed by the
-CPU, the usable cores, the threads and the load average before and after (``os.getloadavg``).
+CPU, the usable cores, the threads and the load average before and after each round
+(``os.getloadavg``).
 """
 
 from __future__ import annotations
@@ -67,14 +69,47 @@ def write_clip(path: Path, frames: list[np.ndarray], fps: int = 25) -> Path:
     return path
 
 
-def fps_of(fn, frames: int, runs: int) -> tuple[float, float]:
-    """(median, max) frames per second of ``fn()`` (one call handles ``frames`` frames)."""
-    rates = []
-    for _ in range(runs):
-        start = time.perf_counter()
+def stages(frames, clip: Path, out: Path, backends: list[str], threads: int) -> tuple[list, float]:
+    """``[(name, fn)]``: each ``fn()`` handles every frame once; and the faces per frame."""
+    from ufssd.inference import FaceDetector
+    from ufssd.inference.anonymize import BLUR_SCORE_THRESHOLD, AnonymizeConfig, hide_faces
+    from ufssd.inference.anonymize_video import anonymize_video
+
+    found, boxes = [], None
+    for backend in backends:
+        detector = FaceDetector(backend=backend, num_threads=threads)
+
+        def detect(detector=detector):
+            return [detector.detect(f, score_threshold=BLUR_SCORE_THRESHOLD) for f in frames]
+
+        def end_to_end(detector=detector):
+            return anonymize_video(detector, clip, out, AnonymizeConfig())
+
+        boxes = boxes or [r.boxes for r in detect()]
+        found += [(f"detect ({backend})", detect), (f"end to end ({backend}; decode, detect, hide, encode)", end_to_end)]
+    for method in ("blur", "pixelate", "fill"):
+
+        def hide(cfg=AnonymizeConfig(method=method)):
+            return [hide_faces(f, b, cfg) for f, b in zip(frames, boxes)]
+
+        found.append((f"hide ({method})", hide))
+    return found, sum(len(b) for b in boxes) / len(frames)
+
+
+def timed(named: list, frames: int, runs: int) -> tuple[dict[str, list[float]], list[float]]:
+    """Frames per second of each stage, run after run (the stages take turns, so a change in the
+    machine's load affects them alike); and the 1-minute load average after each round."""
+    rates: dict[str, list[float]] = {name: [] for name, _ in named}
+    loads = []
+    for name, fn in named:  # warm-up
         fn()
-        rates.append(frames / (time.perf_counter() - start))
-    return statistics.median(rates), max(rates)
+    for _ in range(runs):
+        for name, fn in named:
+            start = time.perf_counter()
+            fn()
+            rates[name].append(frames / (time.perf_counter() - start))
+        loads.append(os.getloadavg()[0])
+    return rates, loads
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -88,42 +123,24 @@ def main(argv: list[str] | None = None) -> None:
     import cv2
     import torch
 
-    from ufssd.inference import FaceDetector
-    from ufssd.inference.anonymize import BLUR_SCORE_THRESHOLD, AnonymizeConfig, hide_faces
-    from ufssd.inference.anonymize_video import anonymize_video
     from ufssd.inference.bench import cpu_name
 
-    load_before = os.getloadavg()
+    load_before = os.getloadavg()[0]
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
     frames = make_frames(args.frames)
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         clip = write_clip(Path(tmp) / "clip.mp4", frames)
-        boxes = None
-        for backend in args.backends.split(","):
-            detector = FaceDetector(backend=backend, num_threads=args.threads)
-            detect = lambda: [detector.detect(f, score_threshold=BLUR_SCORE_THRESHOLD) for f in frames]  # noqa: E731
-            results = detect()  # warm-up
-            boxes = boxes or [r.boxes for r in results]
-            rows.append((f"detect ({backend})", *fps_of(detect, len(frames), args.runs)))
-            e2e = lambda: anonymize_video(detector, clip, Path(tmp) / "out.mp4", AnonymizeConfig())  # noqa: E731
-            rows.append((f"end to end ({backend}; decode, detect, hide, encode)", *fps_of(e2e, len(frames), args.runs)))
-        faces = sum(len(b) for b in boxes) / len(frames)
-        for method in ("blur", "pixelate", "fill"):
-            cfg = AnonymizeConfig(method=method)
-            hide = lambda: [hide_faces(f, b, cfg) for f, b in zip(frames, boxes)]  # noqa: E731
-            hide()
-            rows.append((f"hide ({method})", *fps_of(hide, len(frames), args.runs)))
-    load_after = os.getloadavg()
+        named, faces = stages(frames, clip, Path(tmp) / "out.mp4", args.backends.split(","), args.threads)
+        rates, loads = timed(named, len(frames), args.runs)
 
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"Machine: {cpu_name()}, {usable} usable cores; {args.threads} threads (torch, onnxruntime, OpenCV); "
           f"{WIDTH}x{HEIGHT}, {len(frames)} frames x {args.runs} runs, {faces:.1f} faces per frame; "
-          f"load average (1 min) {load_before[0]:.2f} before, {load_after[0]:.2f} after")
+          f"load average (1 min) {load_before:.2f} before, after each round: {', '.join(f'{v:.2f}' for v in loads)}")
     print("\n| stage | frames/s (median) | frames/s (best) |\n|---|---|---|")
-    for name, med, best in rows:
-        print(f"| {name} | {med:.1f} | {best:.1f} |")
+    for name, values in rates.items():
+        print(f"| {name} | {statistics.median(values):.1f} | {max(values):.1f} |")
 
 
 if __name__ == "__main__":
