@@ -86,7 +86,8 @@ def stages(frames, clip: Path, out: Path, backends: list[str], threads: int) -> 
             return anonymize_video(detector, clip, out, AnonymizeConfig())
 
         boxes = boxes or [r.boxes for r in detect()]
-        found += [(f"detect ({backend})", detect), (f"end to end ({backend}; decode, detect, hide, encode)", end_to_end)]
+        found.append((f"detect ({backend})", detect))
+        found.append((f"end to end ({backend}; decode, detect, hide, encode)", end_to_end))
     for method in ("blur", "pixelate", "fill"):
 
         def hide(cfg=AnonymizeConfig(method=method)):
