@@ -25,7 +25,7 @@ def test_overfit_two_images(widerface_dir, tmp_path):
     from ufssd.geometry.anchors import anchors_for_input
     from ufssd.geometry.boxes import decode
     from ufssd.model import normalize
-    from ufssd.train.trainer import _FitDataset
+    from ufssd.data import FitDataset
 
     samples = read_split(widerface_dir, "train", subset=NAMES)
     assert len(samples) == 2
@@ -43,7 +43,7 @@ def test_overfit_two_images(widerface_dir, tmp_path):
 
     # decode the trained model's detections on the same (fitted, unaugmented) inputs
     model = result.model.eval()
-    data = _FitDataset(samples, RESOLUTION, cfg.train.min_face_px)
+    data = FitDataset(samples, RESOLUTION, cfg.train.min_face_px)
     batch = collate([data[i] for i in range(2)])
     with torch.no_grad():
         out = model(normalize(batch.images, cfg.model))

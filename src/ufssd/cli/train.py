@@ -7,6 +7,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ufssd.cli import CLIError
+
+if TYPE_CHECKING:
+    from ufssd.config import DetectorConfig
+    from ufssd.train import EvalSpec, RunConfig
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +44,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    g = p.add_argument_group("model and data")
+    _add_model_and_data(p.add_argument_group("model and data"))
+    _add_schedule(p.add_argument_group("schedule (defaults from the preset; flags win over --set)"))
+    _add_run(p.add_argument_group("run"))
+    _add_evaluation(p.add_argument_group("periodic evaluation (rank 0)"))
+    p.set_defaults(func=run)
+
+
+def _add_model_and_data(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--preset", required=True, help="preset name (ufssd.list_presets())")
     g.add_argument("--data-root", metavar="DIR", help="WIDER FACE root (WIDER_train/, WIDER_val/, wider_face_split/)")
     g.add_argument("--source", action="append", default=[], metavar="SPEC",
@@ -46,7 +63,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--no-augment", action="store_true",
                    help="no augmentation: each whole image fitted into the square input (debugging, overfit tests)")
 
-    g = p.add_argument_group("schedule (defaults from the preset; flags win over --set)")
+
+def _add_schedule(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--iters", type=int, help="optimizer steps (milestones scale with it)")
     g.add_argument("--batch-size", type=int, help="total batch over all processes")
     g.add_argument("--lr", type=float, help="learning rate at the base batch size (32); scaled linearly")
@@ -57,7 +75,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--amp", choices=("bf16", "fp16", "none"), help="CUDA mixed precision (default bf16)")
     g.add_argument("--grad-clip", type=float, metavar="NORM", help="clip the gradient norm")
 
-    g = p.add_argument_group("run")
+
+def _add_run(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--out", metavar="DIR",
                    help="output folder: checkpoints, logs, final.safetensors (default: runs/PRESET; "
                    "long runs belong outside the work tree)")
@@ -78,7 +97,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--no-tensorboard", action="store_true", help="no TensorBoard events")
     g.add_argument("--stop-at", type=int, metavar="STEP", help="stop after this step (checkpointed), resumable")
 
-    g = p.add_argument_group("periodic evaluation (rank 0)")
+
+def _add_evaluation(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--eval-every", type=int, default=0, metavar="N",
                    help="evaluate every N steps and at the end (0: only at the end if --eval-subset is given)")
     g.add_argument("--eval-subset", metavar="LIST",
@@ -88,47 +108,46 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--eval-images", metavar="DIR", help="val image folder (default: DATA_ROOT/WIDER_val/images)")
     g.add_argument("--eval-metric", choices=("hard", "medium", "easy", "mean"), default="hard",
                    help="AP that selects best.pt (default hard)")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-    import sys
-    from pathlib import Path
-
-    from ufssd.cli import CLIError
-    from ufssd.widerface_files import DEV_LIST, ground_truth_folder, image_folder
-
     if "torch" not in sys.modules:
         # OpenMP threads that spin while waiting make CPU training ~10x slower on a busy machine
         # (2 shared cores: 5.0 s vs 0.45 s per light step at 640); sleeping costs little when idle
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
     try:
         import torch
 
-        from ufssd.data import DataError, read_image_list, read_split
+        from ufssd.data import DataError
         from ufssd.model import WeightFileError
-        from ufssd.presets import get_preset, replace
-        from ufssd.train import (
-            CheckpointError,
-            EvalSpec,
-            TrainingError,
-            default_sources,
-            expand_source,
-            read_training_samples,
-            train,
-        )
-        from ufssd.train.overrides import apply_overrides
-        from ufssd.train.schedule import DEFAULT_WARMUP_MAX_FRACTION
+        from ufssd.train import CheckpointError, TrainingError, read_training_samples, train
     except ImportError as exc:  # pragma: no cover - an incomplete install
         raise CLIError(f"training needs torch and the full package: {exc}") from exc
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    cfg = _config(args)
+    data_root = Path(args.data_root) if args.data_root else None
+    specs = _sources(args, data_root)
+    out_dir = Path(args.out).expanduser() if args.out else Path("runs") / args.preset
     try:
-        cfg = get_preset(args.preset)
-        cfg = apply_overrides(cfg, args.overrides)
+        eval_spec = _eval_spec(args, data_root)
+        exclude = [eval_spec.image_root / f"{n}.jpg" for n in eval_spec.names] if eval_spec else []
+        samples = read_training_samples(specs, exclude_images=exclude)
+        result = train(cfg, samples, out_dir, _run_config(args, eval_spec))
+    except (DataError, TrainingError, CheckpointError, WeightFileError, FileNotFoundError) as exc:
+        raise CLIError(str(exc)) from exc
+    logger.debug("stopped at step %d (finished: %s)", result.step, result.finished)
+    return 0
+
+
+def _config(args: argparse.Namespace) -> DetectorConfig:
+    """The preset, then ``--set``, then the dedicated flags (which win)."""
+    from ufssd.presets import get_preset, replace
+    from ufssd.train.overrides import apply_overrides
+
+    try:
+        cfg = apply_overrides(get_preset(args.preset), args.overrides)
     except (KeyError, ValueError, TypeError) as exc:
         raise CLIError(str(exc).strip("'\"")) from exc
     flags = {
@@ -144,65 +163,74 @@ def run(args: argparse.Namespace) -> int:
     train_changes = {k: v for k, v in flags.items() if v is not None}
     if train_changes:
         cfg = replace(cfg, train=train_changes)
-    explicit_warmup = args.warmup is not None or any(o.split("=", 1)[0].strip() == "train.warmup_iters" for o in args.overrides)
     if args.no_augment:
-        logger.info("--no-augment: whole images fitted into %dx%d, no crop/flip/photometric", cfg.train.resolution, cfg.train.resolution)
+        size = cfg.train.resolution
+        logger.info("--no-augment: whole images fitted into %dx%d, no crop/flip/photometric", size, size)
+    return cfg
 
-    # data sources
-    data_root = Path(args.data_root) if args.data_root else None
+
+def _sources(args: argparse.Namespace, data_root: Path | None) -> list[str]:
+    """The training sources: ``--source`` specs, else the defaults under ``--data-root``."""
+    from ufssd.train import default_sources, expand_source
+
     if args.source:
         if args.subset:
             raise CLIError("--subset applies to the default sources; with --source write ROOT:SPLIT:LIST")
-        specs = [expand_source(s, data_root) for s in args.source]
-    elif data_root is not None:
-        specs = default_sources(data_root, args.subset)
-    else:
-        raise CLIError("give --data-root DIR or at least one --source ROOT:SPLIT[:LIST]")
+        return [expand_source(s, data_root) for s in args.source]
+    if data_root is not None:
+        return default_sources(data_root, args.subset)
+    raise CLIError("give --data-root DIR or at least one --source ROOT:SPLIT[:LIST]")
 
-    # evaluation
-    eval_spec = None
+
+def _eval_spec(args: argparse.Namespace, data_root: Path | None) -> EvalSpec | None:
+    """The periodic evaluation that ``--eval-*`` ask for (the dev slice by default), or None."""
+    from ufssd.data import read_image_list, read_split
+    from ufssd.train import EvalSpec
+    from ufssd.widerface_files import DEV_LIST, ground_truth_folder, image_folder
+
     eval_subset = args.eval_subset
     if args.eval_every and not eval_subset:
         if data_root is None:
             raise CLIError("--eval-every needs --eval-subset LIST or --data-root")
         # the shared subset's dev slice, else (a full WIDER FACE download) the whole val split
         eval_subset = str(data_root / DEV_LIST) if (data_root / DEV_LIST).is_file() else "val"
-    try:
-        if eval_subset:
-            if eval_subset == "val" and not Path(eval_subset).exists():
-                names = tuple(s.name for s in read_split(data_root, "val"))
-                logger.info("periodic evaluation on the whole val split (%d images)", len(names))
-            else:
-                names = tuple(read_image_list(eval_subset))
-            image_root = Path(args.eval_images) if args.eval_images else (image_folder(data_root, "val") if data_root else None)
-            gt_dir = Path(args.eval_gt) if args.eval_gt else (ground_truth_folder(data_root) if data_root else None)
-            if image_root is None or gt_dir is None:
-                raise CLIError("evaluation needs --data-root or both --eval-images and --eval-gt")
-            eval_spec = EvalSpec(image_root, names, gt_dir, every=max(args.eval_every, 0), metric=args.eval_metric)
-        exclude = [eval_spec.image_root / f"{n}.jpg" for n in eval_spec.names] if eval_spec else []
-        samples = read_training_samples(specs, exclude_images=exclude)
-        result = train(
-            cfg,
-            samples,
-            Path(args.out).expanduser() if args.out else Path("runs") / args.preset,
-            resume=args.resume,
-            init=args.init,
-            workers=args.workers,
-            device=args.device,
-            eval_spec=eval_spec,
-            log_every=args.log_every,
-            progress=not args.no_progress,
-            targets=args.targets,
-            augment=not args.no_augment,
-            warmup_max_fraction=None if explicit_warmup else DEFAULT_WARMUP_MAX_FRACTION,
-            grad_clip=args.grad_clip,
-            sync_bn=args.sync_bn,
-            deterministic=args.deterministic,
-            stop_at=args.stop_at,
-            tensorboard=not args.no_tensorboard,
-            **({"worker_start": args.worker_start} if args.worker_start else {}),
-        )
-    except (DataError, TrainingError, CheckpointError, WeightFileError, FileNotFoundError) as exc:
-        raise CLIError(str(exc)) from exc
-    logger.debug("stopped at step %d (finished: %s)", result.step, result.finished)
-    return 0
+    if not eval_subset:
+        return None
+    if eval_subset == "val" and not Path(eval_subset).exists():
+        names = tuple(s.name for s in read_split(data_root, "val"))
+        logger.info("periodic evaluation on the whole val split (%d images)", len(names))
+    else:
+        names = tuple(read_image_list(eval_subset))
+    image_root = Path(args.eval_images) if args.eval_images else (image_folder(data_root, "val") if data_root else None)
+    gt_dir = Path(args.eval_gt) if args.eval_gt else (ground_truth_folder(data_root) if data_root else None)
+    if image_root is None or gt_dir is None:
+        raise CLIError("evaluation needs --data-root or both --eval-images and --eval-gt")
+    return EvalSpec(image_root, names, gt_dir, every=max(args.eval_every, 0), metric=args.eval_metric)
+
+
+def _run_config(args: argparse.Namespace, eval_spec: EvalSpec | None) -> RunConfig:
+    """The run's knobs from the flags (a warm-up given explicitly is not clipped)."""
+    from ufssd.train import RunConfig
+    from ufssd.train.schedule import DEFAULT_WARMUP_MAX_FRACTION
+
+    explicit_warmup = args.warmup is not None or any(
+        o.split("=", 1)[0].strip() == "train.warmup_iters" for o in args.overrides
+    )
+    return RunConfig(
+        resume=args.resume,
+        init=args.init,
+        workers=args.workers,
+        device=args.device,
+        eval_spec=eval_spec,
+        log_every=args.log_every,
+        progress=not args.no_progress,
+        targets=args.targets,
+        augment=not args.no_augment,
+        warmup_max_fraction=None if explicit_warmup else DEFAULT_WARMUP_MAX_FRACTION,
+        grad_clip=args.grad_clip,
+        sync_bn=args.sync_bn,
+        deterministic=args.deterministic,
+        stop_at=args.stop_at,
+        tensorboard=not args.no_tensorboard,
+        **({"worker_start": args.worker_start} if args.worker_start else {}),
+    )

@@ -15,6 +15,7 @@ from ufssd.data.augment import (
 )
 from ufssd.data.dataset import (
     Batch,
+    FitDataset,
     Item,
     ShardedInfiniteSampler,
     WiderFaceDataset,
@@ -39,6 +40,7 @@ __all__ = [
     "Batch",
     "DataError",
     "DataSource",
+    "FitDataset",
     "Item",
     "Sample",
     "ShardedInfiniteSampler",

@@ -1,4 +1,5 @@
-"""The training Dataset, its collate function and a sharded infinite sampler.
+"""The training Datasets (augmented, or whole images fitted), their collate function and a sharded
+infinite sampler.
 
 Determinism: item ``i`` of epoch ``e`` is augmented with a NumPy Generator seeded from
 ``(cfg.seed, e, i)`` only, and the sampler's order depends only on ``(seed, epoch)``; so the data
@@ -110,6 +111,43 @@ class WiderFaceDataset(torch.utils.data.Dataset):
             image=torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
             boxes=torch.from_numpy(np.array(boxes, dtype=np.float32).reshape(-1, 4)),
             ignore=torch.from_numpy(np.array(ignore, dtype=bool).reshape(-1)),
+            name=sample.name,
+        )
+
+
+class FitDataset(torch.utils.data.Dataset):
+    """Samples -> whole images, no augmentation (the trainer's ``augment=False``, for debugging
+    and the overfit test): each image scaled so its longer side is ``resolution``, zero-padded
+    bottom/right to ``resolution x resolution``; faces shorter than ``min_face_px`` after the
+    scaling become "ignore". Accepts the ``(epoch, index)`` keys of
+    :class:`ShardedInfiniteSampler` (the epoch changes nothing)."""
+
+    def __init__(self, samples: Sequence[Sample], resolution: int, min_face_px: float) -> None:
+        self.samples = list(samples)
+        self.resolution = int(resolution)
+        self.min_face_px = float(min_face_px)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> Item:
+        index = int(key[1]) if isinstance(key, tuple) else int(key)
+        sample = self.samples[index]
+        image = load_image(sample.image_path, sample.origin)
+        h, w = image.shape[:2]
+        s = self.resolution / max(h, w)
+        nh, nw = max(1, round(h * s)), max(1, round(w * s))
+        resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        canvas = np.zeros((self.resolution, self.resolution, 3), dtype=np.uint8)
+        canvas[:nh, :nw] = resized
+        boxes = np.asarray(sample.boxes, dtype=np.float32).reshape(-1, 4) * np.float32(s)
+        ignore = np.asarray(sample.ignore, dtype=bool).reshape(-1).copy()
+        side = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+        ignore |= side < self.min_face_px
+        return Item(
+            image=torch.from_numpy(np.ascontiguousarray(canvas.transpose(2, 0, 1))),
+            boxes=torch.from_numpy(boxes),
+            ignore=torch.from_numpy(ignore),
             name=sample.name,
         )
 

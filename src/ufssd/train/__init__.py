@@ -14,17 +14,11 @@ from ufssd.train.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from ufssd.train.run_config import EvalSpec, RunConfig, TrainingError
 from ufssd.train.schedule import WarmupMultiStep, effective_warmup, milestone_steps, scaled_lr
 from ufssd.train.sources import default_sources, expand_source, read_training_samples
 from ufssd.train.targets import TargetBuilder, TargetCollate, TrainBatch
-from ufssd.train.trainer import (
-    FINAL_WEIGHTS_NAME,
-    EvalSpec,
-    TrainingError,
-    TrainResult,
-    checkpoint_config,
-    train,
-)
+from ufssd.train.trainer import FINAL_WEIGHTS_NAME, Trainer, TrainResult, checkpoint_config, train
 
 __all__ = [
     "BEST_NAME",
@@ -32,10 +26,12 @@ __all__ = [
     "EvalSpec",
     "FINAL_WEIGHTS_NAME",
     "LAST_NAME",
+    "RunConfig",
     "TargetBuilder",
     "TargetCollate",
     "TrainBatch",
     "TrainResult",
+    "Trainer",
     "TrainingError",
     "WarmupMultiStep",
     "checkpoint_config",

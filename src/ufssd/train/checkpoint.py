@@ -7,7 +7,9 @@ A checkpoint is a plain ``dict`` saved with :func:`torch.save` and readable with
       "format": "ufssd-train-checkpoint", "version": 1,
       "step": int,                      # optimizer steps done
       "model": state_dict,              # the bare model (no DDP "module." prefix)
-      "optimizer": state_dict, "scheduler": state_dict, "scaler": state_dict | None,
+      "optimizer": state_dict, "scaler": state_dict | None,
+      "scheduler": {"base_lr", "warmup", "milestones", "gamma", "lr"},   # the schedule, for reading:
+                                        # resume recomputes the lr from the config and the step
       "rng": {"python", "numpy", "torch", "cuda"},   # see rng_state()
       "config": dict,                   # ufssd.config.config_to_dict of the resolved config
       "world_size": int, "batch_size": int,          # of the run that wrote it
