@@ -96,7 +96,7 @@ def bench_step(preset: str, resolution: int, batch: int, iters: int, warmup: int
         t0 = time.perf_counter()
         images = pad_to_multiple(normalize(tb.images, cfg.model), cfg.anchors.pad_multiple)
         out = model(images, gt_masks=tb.mcdm_masks or None)
-        loss = ufssd_loss(out, tb.labels, tb.target_deltas, tb.ffmm_masks, cfg.loss)["loss"]
+        loss = ufssd_loss(out, tb.labels, tb.target_deltas, tb.ffmm_masks, cfg.loss, cfg.anchors)["loss"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -312,7 +312,8 @@ class Trainer:
         images = pad_to_multiple(normalize(batch.images, self.cfg.model), self.cfg.anchors.pad_multiple)
         with _autocast(self.device, self.tc.amp):
             out = self.model(images, gt_masks=batch.mcdm_masks or None)
-        losses = ufssd_loss(_float_output(out), batch.labels, batch.target_deltas, batch.ffmm_masks, self.cfg.loss)
+        out = _float_output(out)
+        losses = ufssd_loss(out, batch.labels, batch.target_deltas, batch.ffmm_masks, self.cfg.loss, self.cfg.anchors)
         self.optimizer.zero_grad(set_to_none=True)
         clip = self.run.grad_clip
         if self.scaler is not None:
