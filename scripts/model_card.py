@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
 
-    print(f"dev slice: {len(names)} images ({subset}); official protocol; input: {summary['input_policy']}")
+    print(f"{len(names)} images ({subset}); official protocol; input: {summary['input_policy']}")
     print("| method | easy | medium | hard |\n|---|---|---|---|")
     for name, res in sorted({**results, **peers}.items(), key=lambda kv: -kv[1].aps["hard"]):
         a = res.aps
