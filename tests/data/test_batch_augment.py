@@ -302,3 +302,52 @@ def test_photometric_same_distribution_as_the_cpu_path(real_samples) -> None:
     sat_cpu = cv2.cvtColor(cpu.reshape(-1, 64, 3), cv2.COLOR_RGB2HSV_FULL)[..., 1].reshape(n, -1)
     sat = cv2.cvtColor(out.reshape(-1, 64, 3), cv2.COLOR_RGB2HSV_FULL)[..., 1].reshape(n, -1)
     assert ks_2samp(sat_cpu.mean(axis=1), sat.mean(axis=1)).pvalue > P_MIN
+
+
+# ---------------------------------------------------------------------------------------------
+# what the trainer relies on: no device reads, and padded rows that change no target
+
+
+def test_no_device_reads() -> None:
+    # meta tensors have no values: any .item(), .tolist(), bool(), nonzero() or boolean-mask
+    # indexing on them raises, so a run on them proves the batch is never read on the host
+    # (the generator stays on the CPU here; on CUDA it lives on the device)
+    with pytest.raises(RuntimeError):
+        torch.empty(1, device="meta").item()
+    meta = {"device": "meta"}
+    out = augment_batch(
+        torch.empty((4, 3, 100, 150), dtype=torch.uint8, **meta),
+        torch.empty((4, 2), dtype=torch.int64, **meta),
+        torch.empty((4, 5, 4), **meta),
+        torch.empty((4, 5), dtype=torch.bool, **meta),
+        torch.empty((4, 5), dtype=torch.bool, **meta),
+        torch.Generator().manual_seed(0),
+        TrainConfig(resolution=64),
+        index=torch.empty(4, dtype=torch.int64, **meta),
+    )
+    assert out.images.shape == (4, 3, 64, 64) and out.images.device.type == "meta"
+
+
+def test_padded_rows_give_the_same_targets() -> None:
+    from ufssd.geometry import anchors_for_input, build_targets, feature_sizes, gt_masks
+    from ufssd.presets import get_preset
+
+    cfg = get_preset("ufssd_vgg16_fem_mcdm_b_eta0.10")
+    faces = [torch.tensor([[30.0, 20, 90, 100], [100, 40, 112, 52], [5, 5, 7, 7]]), torch.tensor([[10.0, 10, 60, 60]])]
+    flags = [torch.tensor([False, False, True]), torch.tensor([False])]
+    images, sizes = pad_images([_white_box(128, 128, (0, 0, 1, 1))] * 2)
+    b, i, p = pad_boxes(faces, flags)
+    out = augment_batch(images, sizes, b, i, p, torch.Generator().manual_seed(2), TrainConfig(resolution=128))
+    assert not out.present.all()  # some rows are padding or dropped
+    kept_boxes = [out.boxes[n][out.present[n]] for n in range(2)]
+    kept_ignore = [out.ignore[n][out.present[n]] for n in range(2)]
+    anchors = anchors_for_input(128, 128, cfg.anchors)
+    labels, deltas = build_targets(anchors, list(out.boxes), list(out.ignore), cfg.match, cfg.anchors.variances)
+    labels_ref, deltas_ref = build_targets(anchors, kept_boxes, kept_ignore, cfg.match, cfg.anchors.variances)
+    assert torch.equal(labels, labels_ref) and torch.equal(deltas, deltas_ref)
+    assert (labels == 1).any()
+    sizes_l, sides = feature_sizes(128, 128, cfg.anchors.strides), cfg.anchors.sides
+    for n in range(2):
+        masks = gt_masks(out.boxes[n], (128, 128), sizes_l, sides, (0, 1, 2), cfg.gt_mask, gt_ignore=out.ignore[n])
+        ref = gt_masks(kept_boxes[n], (128, 128), sizes_l, sides, (0, 1, 2), cfg.gt_mask, gt_ignore=kept_ignore[n])
+        assert all(torch.equal(m, r) for m, r in zip(masks, ref)) and any(m.any() for m in masks)
