@@ -351,3 +351,11 @@ def test_padded_rows_give_the_same_targets() -> None:
         masks = gt_masks(out.boxes[n], (128, 128), sizes_l, sides, (0, 1, 2), cfg.gt_mask, gt_ignore=out.ignore[n])
         ref = gt_masks(kept_boxes[n], (128, 128), sizes_l, sides, (0, 1, 2), cfg.gt_mask, gt_ignore=kept_ignore[n])
         assert all(torch.equal(m, r) for m, r in zip(masks, ref)) and any(m.any() for m in masks)
+
+
+def test_photometric_step_compiles_as_one_graph() -> None:
+    # no graph break: on CUDA the trainer can pass torch.compile(photometric_distort_batch)
+    images = torch.rand((2, 3, 8, 8)) * 255
+    draws = draw_photometric(2, torch.Generator().manual_seed(0))
+    compiled = torch.compile(photometric_distort_batch, fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(images, draws), photometric_distort_batch(images, draws))

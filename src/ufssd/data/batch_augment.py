@@ -15,7 +15,7 @@ No step reads a device tensor on the host.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
@@ -340,6 +340,7 @@ def augment_batch(
     generator: torch.Generator,
     cfg: TrainConfig,
     index: Tensor | None = None,
+    distort: Callable[[Tensor, PhotometricDraws], Tensor] = photometric_distort_batch,
 ) -> AugmentedBatch:
     """The training augmentation of a batch (:func:`ufssd.data.augment.augment` per image).
 
@@ -354,6 +355,8 @@ def augment_batch(
             ``photometric``, ``min_face_px``.
         index: ``(N,) int64``: draw ``n`` crops ``images[index[n]]`` (default ``arange(N)``), so
             a batch can draw from a resident pool without copying it.
+        distort: the photometric step; pass ``torch.compile(photometric_distort_batch)`` to fuse
+            its ~30 elementwise passes (it takes no generator, so it compiles as one graph).
     """
     n = sizes.shape[0]
     size = cfg.resolution
@@ -366,7 +369,7 @@ def augment_batch(
     flip = _rand((n,), generator).to(images.device) < cfg.flip_p
     out, boxes = flip_batch(out, boxes, present, flip)
     if cfg.photometric:
-        out = photometric_distort_batch(out, draw_photometric(n, generator))
+        out = distort(out, draw_photometric(n, generator))
     small = (boxes[..., 2:] - boxes[..., :2]).amin(dim=-1) < cfg.min_face_px
     ignore = ignore | small
     return AugmentedBatch(_round_clip(out).to(torch.uint8), boxes, ignore, present, windows, flip)
