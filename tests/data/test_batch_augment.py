@@ -359,3 +359,19 @@ def test_photometric_step_compiles_as_one_graph() -> None:
     draws = draw_photometric(2, torch.Generator().manual_seed(0))
     compiled = torch.compile(photometric_distort_batch, fullgraph=True, backend="eager")
     torch.testing.assert_close(compiled(images, draws), photometric_distort_batch(images, draws))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: checks that no step waits for the device")
+def test_no_host_device_sync_on_cuda() -> None:
+    device = torch.device("cuda")
+    images, sizes = pad_images([_white_box(160, 240, (70, 30, 130, 110)).to(device)] * 4)
+    b, i, p = pad_boxes([torch.tensor([[70.0, 30, 130, 110]])] * 4, [torch.tensor([False])] * 4, device)
+    gen = torch.Generator(device=device).manual_seed(0)
+    augment_batch(images, sizes, b, i, p, gen, TrainConfig(resolution=64))  # first call: constants cached
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = augment_batch(images, sizes, b, i, p, gen, TrainConfig(resolution=64))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert out.images.device.type == "cuda" and out.present.all()

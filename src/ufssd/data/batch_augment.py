@@ -15,6 +15,7 @@ No step reads a device tensor on the host.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -254,7 +255,7 @@ def rgb_to_hsv(rgb: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 def hsv_to_rgb(hue: Tensor, sat: Tensor, value: Tensor) -> Tensor:
     """The inverse of :func:`rgb_to_hsv`: ``(N, H, W)`` each -> ``(N, 3, H, W)``; channel ``n`` of
     R, G, B is ``V - V S clamp(min(k, 4 - k), 0, 1)`` with ``k = (n' + 6 H) mod 6``, ``n' = 5, 3, 1``."""
-    n = torch.tensor([5.0, 3.0, 1.0], device=hue.device, dtype=hue.dtype).view(1, 3, 1, 1)
+    n = torch.arange(5.0, 0.0, -2.0, device=hue.device, dtype=hue.dtype).view(1, 3, 1, 1)  # 5, 3, 1
     k = torch.remainder(n + 6.0 * hue[:, None], 6.0)
     ramp = torch.minimum(k, 4.0 - k).clamp(0.0, 1.0)
     return value[:, None] * (1.0 - sat[:, None] * ramp)
@@ -270,6 +271,16 @@ class PhotometricDraws(NamedTuple):
     sat: Tensor  # saturation factor
     hue: Tensor  # hue shift, in turns (degrees / 360)
     light: Tensor  # (N, 3) RGB offset of the PCA lighting, in 0..255 levels
+
+
+@functools.lru_cache(maxsize=None)
+def _pca(device: torch.device) -> tuple[Tensor, Tensor]:
+    """The PCA lighting's eigenvalues ``(3,)`` and eigenvectors ``(3, 3)`` on ``device``, copied
+    there once (a copy per call would wait for the device)."""
+    return (
+        torch.tensor(_PCA_EIGVAL, dtype=torch.float32).to(device),
+        torch.tensor(_PCA_EIGVEC, dtype=torch.float32).to(device),
+    )
 
 
 def draw_photometric(
@@ -294,8 +305,7 @@ def draw_photometric(
     alpha = torch.where(u[3] < 0.5, span(u[4], *contrast), 1.0)
     sat = torch.where(u[5] < 0.5, span(u[6], *saturation), 1.0)
     hue = torch.where(u[7] < 0.5, span(u[8], -hue_delta, hue_delta) / 360.0, 0.0)
-    eigval = torch.tensor(_PCA_EIGVAL, dtype=torch.float32, device=u.device)
-    eigvec = torch.tensor(_PCA_EIGVEC, dtype=torch.float32, device=u.device)
+    eigval, eigvec = _pca(u.device)
     light = (normal * lighting_std * eigval) @ eigvec.T * 255.0
     return PhotometricDraws(delta, u[2] < 0.5, alpha, sat, hue, light)
 
