@@ -37,25 +37,16 @@ FLOOR = 0.01
 GRID = (FLOOR, *np.round(np.arange(0.05, 1.0, 0.05), 2).tolist())
 
 
-def iou_xyxy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(N, 4) x (M, 4) x1 y1 x2 y2 -> (N, M) IoU."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
-
-
 def face_scores(samples, boxes_of, min_iou: float = 0.5):
     """Per valid face: its height and the best score of a box overlapping it with IoU >= min_iou
     (0 when none); per predicted box: its score and whether it overlaps any annotated face."""
+    from ufssd.evaluation.diagnosis import pairwise_iou_xyxy
+
     heights, best, box_scores, box_hits = [], [], [], []
     for s in samples:
         pred, scores = boxes_of(s.name)
         valid = ~s.ignore & (s.boxes[:, 2] > s.boxes[:, 0]) & (s.boxes[:, 3] > s.boxes[:, 1])
-        iou = iou_xyxy(s.boxes, pred)  # (G, K)
+        iou = pairwise_iou_xyxy(s.boxes, pred)  # (G, K)
         hit = iou >= min_iou
         gt_best = np.where(hit[valid], scores[None, :], 0.0).max(axis=1, initial=0.0)
         heights.append(s.boxes[valid, 3] - s.boxes[valid, 1])

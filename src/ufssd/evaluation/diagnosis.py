@@ -89,12 +89,13 @@ class Diagnosis:
 
 
 def pairwise_iou_xyxy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of ``(G, 4)`` against ``(D, 4)`` x1 y1 x2 y2 boxes -> ``(G, D)``."""
+    """IoU of ``(G, 4)`` against ``(D, 4)`` x1 y1 x2 y2 boxes -> ``(G, D)`` (NumPy; 0 where the
+    union is empty; a box of negative width or height has area 0)."""
     lt = np.maximum(a[:, None, :2], b[None, :, :2])
     rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
     inter = np.clip(rb - lt, 0, None).prod(axis=2)
-    area_a = (a[:, 2:] - a[:, :2]).prod(axis=1)
-    area_b = (b[:, 2:] - b[:, :2]).prod(axis=1)
+    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(axis=1)
+    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(axis=1)
     union = area_a[:, None] + area_b[None, :] - inter
     return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 

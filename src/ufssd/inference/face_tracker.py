@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+import torchvision
 
 __all__ = ["FaceTracker", "HiddenFaces", "DEFAULT_PERSIST"]
 
@@ -39,14 +41,8 @@ class HiddenFaces:
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``(N, 4)`` x ``(M, 4)`` x1 y1 x2 y2 -> ``(N, M)`` IoU (0 where the union is empty)."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+    """``(N, 4)`` x ``(M, 4)`` x1 y1 x2 y2 -> ``(N, M)`` IoU (torchvision.ops.box_iou)."""
+    return torchvision.ops.box_iou(torch.as_tensor(a, dtype=torch.float32), torch.as_tensor(b, dtype=torch.float32)).numpy()
 
 
 class FaceTracker:
