@@ -33,6 +33,7 @@ from PIL import Image, ImageOps
 from ufssd.atomic import atomic_write, atomic_write_text
 from ufssd.inference.anonymize import AnonymizeConfig, face_records, hide_faces
 from ufssd.inference.face_tracker import DEFAULT_PERSIST
+from ufssd.inference.files import OutputPaths
 from ufssd.inference import InputError
 from ufssd.inference.io import InputFile, collect_inputs, load_image
 
@@ -47,27 +48,6 @@ class BlurSummary:
     failed: list[InputError] = field(default_factory=list)
     written: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # e.g. "clip.mov: audio not kept: ..."
-
-
-class _Targets:
-    """Output paths: ``out_dir/<relative>``, de-duplicated, never an input."""
-
-    def __init__(self, out_dir: Path, inputs: Sequence[Path]) -> None:
-        self.out_dir = out_dir
-        self.inputs = {p.resolve() for p in inputs}
-        self.used: set[Path] = set()
-
-    def path(self, item: InputFile, suffix: str) -> Path:
-        stem = self.out_dir / item.relative.parent / item.relative.stem
-        candidate, n = stem.with_name(stem.name + suffix), 1
-        while candidate in self.used:
-            n += 1
-            candidate = stem.with_name(f"{stem.name}_{n}{suffix}")
-        self.used.add(candidate)
-        for p in (candidate, candidate.with_name(candidate.name + ".json")):
-            if p.resolve() in self.inputs:
-                raise InputError(item.path, f"output {p} is an input; choose another --out")
-        return candidate
 
 
 def anonymize_files(
@@ -91,7 +71,7 @@ def anonymize_files(
     summary = BlurSummary()
     items = collect_inputs(paths)
     files = [i for i in items if isinstance(i, InputFile)]
-    targets = _Targets(Path(out_dir), [f.path for f in files])
+    targets = OutputPaths(Path(out_dir), [f.path for f in files])
 
     def fail(err: InputError) -> None:
         summary.failed.append(err)
@@ -119,12 +99,12 @@ def anonymize_files(
     return summary
 
 
-def _image(detector, item: InputFile, targets: _Targets, cfg: AnonymizeConfig, summary: BlurSummary) -> dict[str, Any]:
+def _image(detector, item: InputFile, targets: OutputPaths, cfg: AnonymizeConfig, summary: BlurSummary) -> dict[str, Any]:
     rgb = load_image(item.path, pixel_limit=detector.pixel_limit)  # every bad-input error, once
     suffix, fmt = item.path.suffix, _format_of(item.path.suffix)
     if fmt is None:  # a file named directly, with no (writable) image extension
         suffix, fmt = ".png", "PNG"
-    target = targets.path(item, suffix)
+    target = targets.with_suffix(item, suffix, ".json")
     with Image.open(item.path) as src:
         options = _save_options(src, fmt)
         native = rgb if src.mode == "RGB" else ImageOps.exif_transpose(_loaded(src))
@@ -186,7 +166,7 @@ def _video(detector, item, targets, cfg, persist, progress, summary, on_note) ->
         raise InputError(item.path, "videos need PyAV: pip install 'ufssd[video]'")
     from ufssd.inference.anonymize_video import anonymize_video
 
-    target = targets.path(item, item.path.suffix)
+    target = targets.with_suffix(item, item.path.suffix, ".json")
     report = anonymize_video(detector, item.path, target, cfg, persist=persist, progress=progress)
     if not report.audio_kept and report.audio != "none in the input":
         note = f"{item.path}: audio {report.audio}"

@@ -54,7 +54,11 @@ class FilesSummary:
     written: list[Path] = field(default_factory=list)
 
 
-class _Outputs:
+class OutputPaths:
+    """Output paths ``out_dir/<relative folder>/<stem>[_n]...``: one base per input, de-duplicated
+    (``a.jpg`` and ``a.png`` give ``a`` and ``a_2``), never an input (``ufssd detect`` and
+    ``ufssd blur``)."""
+
     def __init__(self, out_dir: Path | None, inputs: Iterable[Path]) -> None:
         self.out_dir = out_dir
         self.inputs = {p.resolve() for p in inputs}
@@ -69,6 +73,15 @@ class _Outputs:
             candidate = stem.with_name(f"{stem.name}_{n}")
         self.used.add(candidate)
         return candidate
+
+    def with_suffix(self, item: InputFile, suffix: str, *also: str) -> Path:
+        """``base + suffix``, checked; ``also``: suffixes appended to it that are written beside it
+        (e.g. ``".json"``), checked too."""
+        base = self.base(item)
+        path = self.check(base.with_name(base.name + suffix), item)
+        for extra in also:
+            self.check(path.with_name(path.name + extra), item)
+        return path
 
     def check(self, path: Path, item: InputFile) -> Path:
         if path.resolve() in self.inputs:
@@ -104,7 +117,7 @@ def detect_files(
     summary = FilesSummary()
     items = collect_inputs(paths)
     files = [i for i in items if isinstance(i, InputFile)]
-    outputs = _Outputs(Path(out_dir) if out_dir is not None else None, [f.path for f in files])
+    outputs = OutputPaths(Path(out_dir) if out_dir is not None else None, [f.path for f in files])
 
     def fail(err: InputError) -> None:
         summary.failed.append(err)
