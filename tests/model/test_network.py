@@ -49,6 +49,58 @@ def test_every_preset_output_shapes(name):
         assert a == 34_125
 
 
+# the rows of Tables 1 and 2: suffix -> (ffmm_levels, fem_levels, mcdm_mode, mcdm_eta, mcdm_levels)
+TABLE_ROWS = {
+    "": ((), (), "none", 0.10, (0,)),
+    "_ffmm_x1": ((0,), (), "none", 0.10, (0,)),
+    "_ffmm_x6": ((0, 1, 2, 3, 4, 5), (), "none", 0.10, (0,)),
+    "_fem": ((), (0, 1, 2, 3, 4, 5), "none", 0.10, (0,)),
+    "_fem_mcdm_b_eta0.10": ((), (0, 1, 2, 3, 4, 5), "drop", 0.10, (0,)),
+    "_fem_mcdm_b_eta0.20": ((), (0, 1, 2, 3, 4, 5), "drop", 0.20, (0,)),
+    "_fem_mcdm_b_eta0.30": ((), (0, 1, 2, 3, 4, 5), "drop", 0.30, (0,)),
+}
+
+
+@pytest.mark.parametrize("suffix", list(TABLE_ROWS))
+def test_light_rows_derive_from_the_vgg16_rows(suffix):
+    light, vgg = get_preset("ufssd_light" + suffix), get_preset("ufssd_vgg16" + suffix)
+    m = light.model
+    assert (m.ffmm_levels, m.fem_levels, m.mcdm_mode, m.mcdm_eta, m.mcdm_levels) == TABLE_ROWS[suffix]
+    # the only differences to the VGG-16 row: the backbone and its FEM width
+    assert m == dataclasses.replace(vgg.model, backbone="light", fem_channels=24)
+    # everything but the model is the same in every light row (the ablation's equal budget)
+    base = get_preset("ufssd_light")
+    assert dataclasses.replace(light, name=base.name, model=base.model) == base
+
+
+@pytest.mark.parametrize("suffix", ["_fem", "_fem_mcdm_b_eta0.10"])
+def test_light_fem_width_reaches_the_heads(suffix):
+    model = build_model("ufssd_light" + suffix)
+    assert sorted(model.fem) == [str(l) for l in range(6)]
+    assert all(fem.out_channels == 24 for fem in model.fem.values())
+    params = sum(p.numel() for p in model.parameters())
+    assert 150_000 < params < 170_000  # 159,662: FEM adds about a third to the 117k backbone + heads
+
+
+def test_light_mcdm_row_drops_face_cells_in_training_only():
+    torch.manual_seed(0)
+    model = build_model("ufssd_light_fem_mcdm_b_eta0.30")
+    images = torch.randn(2, 3, 256, 256)
+    masks = [torch.ones(2, 64, 64)]  # level 0 only: MCDM-B
+    model.eval()
+    with torch.no_grad():
+        a = model(images, gt_masks=masks).cls_logits
+        b = model(images).cls_logits
+    assert torch.equal(a, b)  # identity in eval mode
+    model.train()
+    with torch.no_grad():
+        torch.manual_seed(1)
+        c = model(images, gt_masks=masks).cls_logits
+        torch.manual_seed(1)
+        d = model(images).cls_logits
+    assert not torch.equal(c, d)  # training with G = 1 everywhere: some level-0 cells dropped
+
+
 @pytest.mark.parametrize("name", ["ufssd_light_ffmm_x1", "ufssd_vgg16_ffmm_x6"])
 def test_non_square_input(name):
     model = build_model(name).eval()
