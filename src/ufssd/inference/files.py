@@ -114,100 +114,137 @@ def detect_files(
         raise ValueError("out_dir is needed to write JSON files or annotated images")
     if batch_size < 1 or video_stride < 1:
         raise ValueError("batch_size and video_stride must be >= 1")
-    summary = FilesSummary()
     items = collect_inputs(paths)
     files = [i for i in items if isinstance(i, InputFile)]
     outputs = OutputPaths(Path(out_dir) if out_dir is not None else None, [f.path for f in files])
-
-    def fail(err: InputError) -> None:
-        summary.failed.append(err)
-        if on_error is not None:
-            on_error(err)
-
+    run = _FileDetection(
+        detector, outputs, write_json=write_json, save_images=save_images, batch_size=batch_size,
+        video_stride=video_stride, on_error=on_error, on_result=on_result,
+    )
     for item in items:
         if isinstance(item, InputError):
-            fail(item)
+            run.fail(item)
 
     jsonl_path: Path | None = None
-    jsonl_stream: TextIO | None = None
     if isinstance(jsonl, (str, os.PathLike)):
         jsonl_path = Path(jsonl)
         if jsonl_path.resolve() in outputs.inputs:
             raise OutputClashError(jsonl_path, "the JSON lines file is an input; choose another path")
     elif jsonl is not None:
-        jsonl_stream = jsonl
+        run.jsonl_stream = jsonl
 
-    def emit_line(record: dict[str, Any]) -> None:
-        if jsonl_stream is not None:
-            jsonl_stream.write(json.dumps(record) + "\n")
+    bar = tqdm(total=len(files), desc="detect", unit="file", disable=None if progress else True, dynamic_ncols=True)
+    return run.run(files, bar, jsonl_path)
 
-    def finish_image(item: InputFile, image: np.ndarray, result: DetectionResult) -> None:
+
+class _FileDetection:
+    """One :func:`detect_files` run: the summary, the output paths, the JSON lines stream, the
+    progress bar and the images waiting for a batch, with one method per step."""
+
+    def __init__(
+        self,
+        detector,
+        outputs: OutputPaths,
+        *,
+        write_json: bool,
+        save_images: bool,
+        batch_size: int,
+        video_stride: int,
+        on_error: Callable[[InputError], None] | None,
+        on_result: Callable[[InputFile, DetectionResult], None] | None,
+    ) -> None:
+        self.detector = detector
+        self.outputs = outputs
+        self.write_json = write_json
+        self.save_images = save_images
+        self.batch_size = batch_size
+        self.video_stride = video_stride
+        self.on_error = on_error
+        self.on_result = on_result
+        self.summary = FilesSummary()
+        self.jsonl_stream: TextIO | None = None
+        self.pending: list[tuple[InputFile, np.ndarray]] = []
+        self.bar: Any = None
+
+    def run(self, files: list[InputFile], bar: Any, jsonl_path: Path | None) -> FilesSummary:
+        """Handle every file; the JSON lines file appears, whole, only when every input was handled."""
+        with contextlib.ExitStack() as stack:
+            self.bar = stack.enter_context(contextlib.closing(bar))
+            if jsonl_path is not None:
+                self.jsonl_stream = stack.enter_context(atomic_write(jsonl_path, "w"))
+            for item in files:
+                self.handle(item)
+            self.flush()
+        if jsonl_path is not None:
+            self.summary.written.append(jsonl_path)
+        elif self.jsonl_stream is not None:
+            self.jsonl_stream.flush()
+        return self.summary
+
+    def fail(self, err: InputError) -> None:
+        self.summary.failed.append(err)
+        if self.on_error is not None:
+            self.on_error(err)
+
+    def emit_line(self, record: dict[str, Any]) -> None:
+        if self.jsonl_stream is not None:
+            self.jsonl_stream.write(json.dumps(record) + "\n")
+
+    def handle(self, item: InputFile) -> None:
+        """A video is done at once (after the pending images); an image joins the pending batch."""
+        if item.kind == "video":
+            self.flush()
+            try:
+                _detect_video(
+                    self.detector, item, self.outputs, self.write_json, self.save_images, self.batch_size,
+                    self.video_stride, self.emit_line, self.summary,
+                )
+            except InputError as err:
+                self.fail(err)
+            self.bar.update(1)
+            return
+        try:
+            image = load_image(item.path, pixel_limit=self.detector.pixel_limit)
+        except InputError as err:
+            self.fail(err)
+            self.bar.update(1)
+            return
+        self.pending.append((item, image))
+        if len(self.pending) >= self.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        results = self.detector.detect([img for _, img in self.pending], batch_size=self.batch_size)
+        for (item, img), result in zip(self.pending, results):
+            result.source = str(item.path)
+            try:
+                self.finish_image(item, img, result)
+            except InputError as err:
+                self.fail(err)
+            self.bar.update(1)
+        self.pending.clear()
+
+    def finish_image(self, item: InputFile, image: np.ndarray, result: DetectionResult) -> None:
         writes: list[tuple[Path, bytes]] = []
-        if write_json or save_images:
-            base = outputs.base(item)
-            if write_json:
-                path = outputs.check(base.with_suffix(".json"), item)
+        if self.write_json or self.save_images:
+            base = self.outputs.base(item)
+            if self.write_json:
+                path = self.outputs.check(base.with_suffix(".json"), item)
                 writes.append((path, (result.to_json(indent=1) + "\n").encode()))
-            if save_images:
+            if self.save_images:
                 suffix = item.path.suffix.lower() if item.path.suffix.lower() in _ENCODABLE else ".png"
-                path = outputs.check(base.with_name(base.name + "_faces" + suffix), item)
+                path = self.outputs.check(base.with_name(base.name + "_faces" + suffix), item)
                 writes.append((path, encode_image(draw_detections(image, result), suffix)))
         for path, data in writes:
             atomic_write_bytes(path, data)
-            summary.written.append(path)
-        emit_line(result.to_dict())
-        summary.processed += 1
-        summary.faces += len(result)
-        if on_result is not None:
-            on_result(item, result)
-
-    bar = tqdm(total=len(files), desc="detect", unit="file", disable=None if progress else True, dynamic_ncols=True)
-    # the JSON lines file appears, whole, only when every input was handled
-    with contextlib.ExitStack() as stack:
-        bar = stack.enter_context(contextlib.closing(bar))
-        if jsonl_path is not None:
-            jsonl_stream = stack.enter_context(atomic_write(jsonl_path, "w"))
-        pending: list[tuple[InputFile, np.ndarray]] = []
-
-        def flush() -> None:
-            if not pending:
-                return
-            results = detector.detect([img for _, img in pending], batch_size=batch_size)
-            for (item, img), result in zip(pending, results):
-                result.source = str(item.path)
-                try:
-                    finish_image(item, img, result)
-                except InputError as err:
-                    fail(err)
-                bar.update(1)
-            pending.clear()
-
-        for item in files:
-            if item.kind == "video":
-                flush()
-                try:
-                    _detect_video(
-                        detector, item, outputs, write_json, save_images, batch_size, video_stride, emit_line, summary
-                    )
-                except InputError as err:
-                    fail(err)
-                bar.update(1)
-                continue
-            try:
-                image = load_image(item.path, pixel_limit=detector.pixel_limit)
-            except InputError as err:
-                fail(err)
-                bar.update(1)
-                continue
-            pending.append((item, image))
-            if len(pending) >= batch_size:
-                flush()
-        flush()
-    if jsonl_path is not None:
-        summary.written.append(jsonl_path)
-    elif jsonl_stream is not None:
-        jsonl_stream.flush()
-    return summary
+            self.summary.written.append(path)
+        self.emit_line(result.to_dict())
+        self.summary.processed += 1
+        self.summary.faces += len(result)
+        if self.on_result is not None:
+            self.on_result(item, result)
 
 
 def _detect_video(detector, item, outputs, write_json, save_images, batch_size, stride, emit_line, summary) -> None:
