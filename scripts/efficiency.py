@@ -1,0 +1,253 @@
+"""Table 3 at our scale: does FFMM make inference cheaper? (issue 18, item 3)
+
+For each trained model (``--weights LABEL=PATH``, repeatable; ``default`` is the shipped model),
+on the first ``--images`` dev images at their original size, batch 1, ``--threads`` threads:
+
+- time per image split into pre-processing, network, decoding (score threshold, top-k, decode,
+  back to original pixels) and NMS (``torchvision.ops.nms``, timed around its call);
+- the number of candidates with score >= 0.01 (``above_001``; with ``skip_masked_anchors``, in
+  kept cells only) and the number that reach NMS (``to_nms``: at most ``pre_nms_top_k``, 5,000);
+- the FFMM mask's kept share (``B = 1``) per masked level, over the cells that cover the image;
+- dev APs of the same predictions (threshold 0.01, the official protocol);
+
+with ``skip_masked_anchors`` off (the network's output as it is) and on (anchors of cells with
+``B = 0`` never reach NMS: the paper's argument), and for a model with FFMM every ``--th-mask``
+value (``ModelConfig.mask_threshold``, Th_Mask, 0.01 the paper's). One CSV row per setting in
+``OUT/efficiency.csv``; ``scripts/ablation.py`` renders it into ``docs/ablation.md``. The VGG-16
+presets' forward times with and without FFMM are ``benchmarks/bench_forward.py``'s.
+
+    python scripts/efficiency.py --weights default \\
+        --weights light=~/ufssd_runs/ablation/runs/ufssd_light/seed0/final.safetensors \\
+        --weights x1=~/ufssd_runs/ablation/runs/ufssd_light_ffmm_x1/seed0/final.safetensors
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import logging
+import os
+import statistics
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+logger = logging.getLogger("efficiency")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("UFSSD_SHARED", REPO.parent / "shared"))
+TH_MASK = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
+STAGES = ("pre_ms", "net_ms", "decode_ms", "nms_ms", "total_ms")
+FIELDS = ("label", "preset", "skip_masked_anchors", "mask_threshold", "images", *STAGES, "above_001", "to_nms",
+          *(f"kept_l{l}" for l in range(6)), "easy", "medium", "hard", "threads", "machine", "load", "utc")
+
+
+class StageProbe:
+    """Times NMS and records what reaches it and the FFMM masks, around a ``FaceDetector``: NMS is
+    wrapped where ``ufssd.inference.postprocess`` calls it, the network where the detector calls it."""
+
+    def __init__(self, detector) -> None:
+        self.detector = detector
+        self.nms_s = 0.0
+        self.candidates = 0
+        self.outputs = None
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[StageProbe]:
+        import importlib
+
+        # the module (``ufssd.inference.postprocess`` as an attribute is the function of that name)
+        post = importlib.import_module("ufssd.inference.postprocess")
+
+        real_nms, real_runner = post.nms, self.detector.runner
+
+        def nms(boxes, scores, iou):
+            t0 = time.perf_counter()
+            kept = real_nms(boxes, scores, iou)
+            self.nms_s += time.perf_counter() - t0
+            self.candidates += int(scores.numel())
+            return kept
+
+        def runner(batch):
+            out = real_runner(batch)
+            self.outputs = out
+            return out
+
+        post.nms, self.detector.runner = nms, runner
+        try:
+            yield self
+        finally:
+            post.nms, self.detector.runner = real_nms, real_runner
+
+    def reset(self) -> None:
+        self.nms_s, self.candidates, self.outputs = 0.0, 0, None
+
+    def above(self, threshold: float, keep=None) -> int:
+        """Anchors of the last image with face score >= ``threshold`` (and ``keep``, when given)."""
+        import math
+
+        cls_logits = self.outputs[0][0].float()
+        above = cls_logits[:, 1] - cls_logits[:, 0] >= math.log(threshold / (1 - threshold))
+        return int((above & keep[0]).sum()) if keep is not None else int(above.sum())
+
+
+def kept_shares(mask_logits, levels, image_size: tuple[int, int], strides, threshold: float) -> dict[int, float]:
+    """Level -> share of the cells covering the image (not the padding) with ``M_face > Th_Mask``."""
+    import torch
+
+    h, w = image_size
+    shares = {}
+    for logits, level in zip(mask_logits, levels):
+        s = strides[level]
+        face = torch.softmax(logits.float(), dim=1)[0, 1, : -(-h // s), : -(-w // s)]
+        shares[level] = float((face > threshold).float().mean())
+    return shares
+
+
+def with_mask_threshold(model, threshold: float):
+    """A copy of ``model`` whose config (and FFMM modules) use Th_Mask = ``threshold``."""
+    from ufssd.model import build_model
+    from ufssd.presets import replace
+
+    copy = build_model(replace(model.config, model={"mask_threshold": threshold}))
+    copy.load_state_dict(model.state_dict())
+    return copy.eval()
+
+
+def measure(model, arrays: dict[str, object], threads: int, skip: bool) -> tuple[dict, dict]:
+    """One setting over every image: the row's timing/candidate/mask figures, and the detections
+    (name -> (boxes, scores)) for scoring. The first image runs twice (warm-up)."""
+    from ufssd.inference import FaceDetector
+
+    detector = FaceDetector.from_model(model, num_threads=threads, skip_masked_anchors=skip)
+    cfg, m = model.config, model.config.model
+    probe = StageProbe(detector)
+    sums = dict.fromkeys(STAGES, 0.0)
+    sums["to_nms"], sums["above_001"], kept, dets = 0.0, 0.0, {l: [] for l in m.ffmm_levels}, {}
+    with probe.installed():
+        detector.detect(next(iter(arrays.values())), score_threshold=0.01)
+        for name, image in arrays.items():
+            probe.reset()
+            t0 = time.perf_counter()
+            result = detector.detect(image, score_threshold=0.01)
+            total = time.perf_counter() - t0
+            t = detector.last_timings
+            for key, value in (("pre_ms", t["pre"]), ("net_ms", t["net"]), ("decode_ms", t["post"] - probe.nms_s),
+                               ("nms_ms", probe.nms_s), ("total_ms", total)):
+                sums[key] += 1e3 * value
+            sums["to_nms"] += probe.candidates
+            sums["above_001"] += probe.above(0.01, _keep(probe, cfg) if skip else None)
+            shares = kept_shares(probe.outputs[2], m.ffmm_levels, result.input_size, cfg.anchors.strides,
+                                 m.mask_threshold)
+            for level, share in shares.items():
+                kept[level].append(share)
+            dets[name] = (result.boxes, result.scores)
+    n = len(arrays)
+    row = {k: f"{v / n:.2f}" for k, v in sums.items()}
+    row.update({f"kept_l{l}": f"{statistics.fmean(v):.3f}" for l, v in kept.items()})
+    return row, dets
+
+
+def _keep(probe: StageProbe, cfg):
+    """The anchors ``skip_masked_anchors`` keeps for the last image (the detector's own rule)."""
+    from ufssd.geometry import feature_sizes
+    from ufssd.inference.postprocess import masked_anchor_keep
+
+    mask_logits = probe.outputs[2]
+    level0 = cfg.model.ffmm_levels[0]
+    hp = mask_logits[0].shape[-2] * cfg.anchors.strides[level0]
+    wp = mask_logits[0].shape[-1] * cfg.anchors.strides[level0]
+    sizes = feature_sizes(hp, wp, cfg.anchors.strides)
+    return masked_anchor_keep(mask_logits, sizes, cfg.model.ffmm_levels, cfg.model.mask_threshold)
+
+
+def score(dets: dict, gt_dir: Path, work: Path) -> dict[str, str]:
+    """Dev APs (fractions) of the detections."""
+    from ufssd.evaluation import evaluate, write_predictions
+
+    for name, (boxes, scores) in dets.items():
+        stem = name[: -len(".jpg")]
+        write_predictions(work / f"{stem}.txt", Path(stem).name, boxes, scores)
+    result = evaluate(work, gt_dir, subset=list(dets))
+    return {s: f"{float(result.aps[s]):.6f}" for s in ("easy", "medium", "hard")}
+
+
+def settings(model, th_mask: tuple[float, ...]) -> list[tuple[bool, float]]:
+    """(skip_masked_anchors, Th_Mask) pairs to measure: without FFMM only the plain setting."""
+    if not model.config.model.ffmm_levels:
+        return [(False, model.config.model.mask_threshold)]
+    return [(False, model.config.model.mask_threshold)] + [(True, t) for t in th_mask]
+
+
+def run(weights: dict[str, str], arrays: dict, gt_dir: Path, threads: int, th_mask, work: Path) -> list[dict]:
+    import tempfile
+
+    import torch
+
+    from ufssd.inference.bench import cpu_name
+    from ufssd.inference.face_detector import default_weights_path
+    from ufssd.model import load_weights
+
+    torch.set_num_threads(threads)
+    rows = []
+    for label, path in weights.items():
+        base = load_weights(default_weights_path() if path == "default" else Path(path).expanduser())
+        for skip, threshold in settings(base, th_mask):
+            model = base if threshold == base.config.model.mask_threshold else with_mask_threshold(base, threshold)
+            row, dets = measure(model, arrays, threads, skip)
+            with tempfile.TemporaryDirectory(dir=work) as tmp:
+                aps = score(dets, gt_dir, Path(tmp))
+            rows.append({"label": label, "preset": base.config.name, "skip_masked_anchors": int(skip),
+                         "mask_threshold": threshold, "images": len(arrays), **row, **aps, "threads": threads,
+                         "machine": cpu_name(), "load": f"{os.getloadavg()[0]:.1f}", "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+            logger.info("%s skip=%d Th_Mask=%g: %s ms, %s candidates >= 0.01, hard %s", label, skip, threshold,
+                        row["total_ms"], row["above_001"], aps["hard"])
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    from ufssd.atomic import atomic_write_text
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(FIELDS), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--weights", action="append", default=[], metavar="LABEL=PATH",
+                   help="a model to measure (repeatable); PATH (or the whole argument) 'default' is the shipped model")
+    p.add_argument("--data-root", type=Path, default=Path("~/widerface-all").expanduser())
+    p.add_argument("--subset", type=Path, help="dev image list (default: DATA_ROOT/dev_images.txt)")
+    p.add_argument("--gt", type=Path, default=SHARED / "data" / "widerface" / "eval_tools")
+    p.add_argument("--images", type=int, default=200, help="first N images of the list (default 200)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--th-mask", type=float, nargs="+", default=list(TH_MASK), help="Th_Mask values to sweep")
+    p.add_argument("--out", type=Path, default=Path("~/ufssd_runs/ablation").expanduser(),
+                   help="folder of efficiency.csv (default: the ablation's, ~/ufssd_runs/ablation)")
+    args = p.parse_args(argv)
+    if not args.weights:
+        p.error("give at least one --weights LABEL=PATH")
+
+    weights = {w.partition("=")[0]: w.partition("=")[2] or w for w in args.weights}  # "default" alone too
+
+    from ufssd.inference import load_image
+    from ufssd.widerface_files import DEV_LIST, image_folder, read_image_list
+
+    names = read_image_list(args.subset or args.data_root / DEV_LIST)[: args.images]
+    arrays = {f"{n}.jpg": load_image(image_folder(args.data_root, "val") / f"{n}.jpg") for n in names}
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = run(weights, arrays, args.gt, args.threads, tuple(args.th_mask), args.out)
+    write_csv(args.out / "efficiency.csv", rows)
+    logger.info("wrote %s", args.out / "efficiency.csv")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

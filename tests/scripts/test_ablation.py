@@ -1,0 +1,164 @@
+"""scripts/ablation.py: the statistics and verdict rule on hand-made numbers, and the grid end to
+end at a toy budget (2 presets x 2 seeds, 2 steps at 128 px on 4 train images, scored on 4 dev
+images): one CSV row per pair, resumable, a removed pair redone alone, the rendered page."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def ablation(load_script):
+    return load_script("ablation")
+
+
+def test_paired_interval_hand_worked(ablation):
+    # per-seed differences 1, 2, 3: mean 2, sd 1, t(0.975, 2) = 4.302653 -> half width 2.484138
+    iv = ablation.diff_interval({0: 10.0, 1: 12.0, 2: 14.0}, {0: 9.0, 1: 10.0, 2: 11.0})
+    assert iv.method == "paired" and iv.n == 3
+    assert iv.mean == pytest.approx(2.0)
+    assert (iv.low, iv.high) == pytest.approx((2 - 2.484138, 2 + 2.484138), abs=1e-6)
+
+
+def test_welch_interval_hand_worked(ablation):
+    # var 1 / 3 and 2 / 2; se = sqrt(4/3); df = (4/3)^2 / ((1/3)^2 / 2 + 1) = 32/19; t -> 5.976997
+    iv = ablation.diff_interval({0: 1.0, 1: 2.0, 2: 3.0}, {3: 0.0, 4: 2.0})
+    assert iv.method == "Welch" and iv.n == 2
+    assert iv.mean == pytest.approx(1.0)
+    assert (iv.low, iv.high) == pytest.approx((1 - 5.976997, 1 + 5.976997), abs=1e-6)
+
+
+def test_too_few_seeds_give_no_interval(ablation):
+    assert ablation.diff_interval({0: 1.0}, {0: 0.5}) is None
+    assert ablation.diff_interval({0: 1.0, 1: 2.0}, {}) is None
+
+
+def _iv(ablation, low, high):
+    return ablation.Interval((low + high) / 2, low, high, 3, "paired")
+
+
+def test_verdict_rule(ablation):
+    paper = {"easy": 0.3, "medium": 0.8, "hard": 6.0}
+    up, zero, down = (0.2, 1.0), (-0.5, 0.5), (-1.0, -0.1)
+    iv = lambda e, m, h: {"easy": _iv(ablation, *e), "medium": _iv(ablation, *m), "hard": _iv(ablation, *h)}  # noqa: E731
+    assert ablation.verdict(iv(zero, zero, up), paper) == "holds"
+    assert ablation.verdict(iv(up, up, up), paper) == "holds"
+    assert ablation.verdict(iv(zero, zero, zero), paper) == "cannot be told apart at this scale"
+    assert ablation.verdict(iv(down, zero, up), paper) == "does not hold"  # a loss outweighs a gain
+    # a setting where the paper reports no gain (eta 0.20, easy: -0.1) is not judged
+    assert ablation.verdict(iv(down, zero, up), {"easy": -0.1, "medium": 0.1, "hard": 0.5}) == "holds"
+    assert ablation.verdict({"easy": None, "medium": None, "hard": None}, paper) == "not measured"
+
+
+def test_paper_differences(ablation):
+    claims = {c.row: c.paper_diff() for c in ablation.CLAIMS}
+    assert claims["_ffmm_x1"] == (0.3, 0.8, 6.0)
+    assert claims["_ffmm_x6"] == (1.3, 1.6, 3.4)
+    assert claims["_fem_mcdm_b_eta0.10"] == (0.6, 0.6, 1.0)
+    assert claims["_fem_mcdm_b_eta0.20"] == (-0.1, 0.1, 0.5)
+    assert claims["_fem_mcdm_b_eta0.30"] == (0.3, 0.3, 0.3)
+
+
+def test_training_seconds_sums_resumed_segments(ablation, tmp_path):
+    log = tmp_path / "train_log.csv"
+    log.write_text("step,elapsed_s\n20,1.0\n40,3.0\n60,0.5\n80,1.5\n")  # resumed after step 40
+    assert ablation.training_seconds(log) == pytest.approx(4.5)
+
+
+def test_render_from_hand_made_rows(ablation, tmp_path):
+    rows = []
+    for seed, (base, x1) in enumerate([(0.50, 0.55), (0.52, 0.58), (0.51, 0.57)]):
+        for preset, ap in (("ufssd_light", base), ("ufssd_light_ffmm_x1", x1)):
+            rows.append({"preset": preset, "seed": str(seed), "easy": f"{ap}", "medium": f"{ap}", "hard": f"{ap}",
+                         "images_seen": "60000", "train_s": "1800", "machine": "cpu"})
+    text = ablation.render(rows, tmp_path, tmp_path / "ablation.csv")
+    assert "| `ufssd_light_ffmm_x1` | 92.4 / 90.8 / 83.5 | 56.7 ± 1.5 |" in text
+    assert "| `ufssd_light` | 92.1 / 90.0 / 77.5 | 51.0 ± 1.0 |" in text
+    # differences 5, 6, 6 points: mean 5.67, sd 0.577 -> [4.23, 7.10]
+    assert "FFMM-x1 over UF-SSD (Table 1): **holds** — ours easy +5.7 [+4.2, +7.1] (paper +0.3)" in text
+    assert "FFMM-x6 over UF-SSD (Table 1): not measured yet" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# end to end
+
+
+@pytest.fixture()
+def toy_grid(ablation, widerface_dir, tmp_path):
+    train_list = tmp_path / "train4.txt"
+    train_list.write_text("\n".join((widerface_dir / "train_images.txt").read_text().split()[:4]) + "\n")
+    # the 4 smallest dev-slice images (by file size): scoring is the test's costliest step
+    dev = (widerface_dir / "dev_images.txt").read_text().split()
+    dev = sorted(dev, key=lambda n: (widerface_dir / "WIDER_val" / "images" / n).stat().st_size)[:4]
+    dev_list = tmp_path / "dev4.txt"
+    dev_list.write_text("\n".join(dev) + "\n")
+    out, doc = tmp_path / "grid", tmp_path / "ablation.md"
+    argv = ["--out", str(out), "--presets", "ufssd_light", "ufssd_light_ffmm_x1", "--seeds", "0", "1",
+            "--budget-images", "4", "--batch-size", "2", "--resolution", "128",
+            "--source", f"{widerface_dir}:train:{train_list}", "--threads", "1", "--workers", "0",
+            "--checkpoint-every", "1", "--eval-root", str(widerface_dir), "--eval-subset", str(dev_list),
+            "--gt", str(widerface_dir / "eval_tools"), "--doc", str(doc)]
+    return argv, out, doc
+
+
+def test_grid_end_to_end(ablation, toy_grid, monkeypatch):
+    """The first `ufssd train` runs as the subprocess the script starts; the others run the same
+    command line in this process (a new interpreter costs ~7 s of imports on 2 busy cores)."""
+    from ufssd.cli import main as ufssd_main
+
+    argv, out, doc = toy_grid
+    calls = []
+    real_run = subprocess.run
+
+    def counting_run(cmd, check=False, **kw):
+        calls.append(cmd[cmd.index("--out") + 1])
+        if len(calls) == 1:
+            return real_run(cmd, check=check, **kw)
+        assert cmd[1:4] == ["-m", "ufssd", "train"]
+        rc = ufssd_main(cmd[3:])
+        if check and rc:
+            raise subprocess.CalledProcessError(rc, cmd)
+        return subprocess.CompletedProcess(cmd, rc)
+
+    monkeypatch.setattr(ablation.subprocess, "run", counting_run)
+    assert ablation.main(argv) == 0
+    rows = ablation.read_rows(out / "ablation.csv")
+    assert [(r["preset"], r["seed"]) for r in rows] == [
+        ("ufssd_light", "0"), ("ufssd_light_ffmm_x1", "0"), ("ufssd_light", "1"), ("ufssd_light_ffmm_x1", "1")]
+    assert len(calls) == 4
+    for r in rows:
+        assert r["images_seen"] == "4" and r["budget_iters"] == "2" and r["budget_resolution"] == "128"
+        assert all(0.0 <= float(r[s]) <= 1.0 for s in ("easy", "medium", "hard"))
+        assert float(r["train_s"]) > 0 and r["machine"]
+
+    # a second invocation does nothing new
+    assert ablation.main(argv) == 0
+    assert len(calls) == 4 and ablation.read_rows(out / "ablation.csv") == rows
+
+    # a pair whose row is gone and whose run was killed before the end: only it is redone
+    killed = out / "runs" / "ufssd_light_ffmm_x1" / "seed0"
+    (killed / "final.safetensors").unlink()
+    ablation.write_rows(out / "ablation.csv", [r for r in rows if (r["preset"], r["seed"]) != ("ufssd_light_ffmm_x1", "0")])
+    assert ablation.main(argv) == 0
+    assert calls[4:] == [str(killed)]
+    again = ablation.read_rows(out / "ablation.csv")
+    assert len(again) == 4 and again[:3] == [rows[0], rows[2], rows[3]]
+    assert again[3]["preset"] == "ufssd_light_ffmm_x1" and again[3]["seed"] == "0"
+
+    text = doc.read_text()
+    assert "| `ufssd_light` | 92.1 / 90.0 / 77.5 |" in text and " ± " in text
+    verdicts = ("**holds**", "**does not hold**", "**cannot be told apart at this scale**")
+    line = next(l for l in text.splitlines() if l.startswith("- FFMM-x1 over UF-SSD"))
+    assert any(v in line for v in verdicts) and "2 seeds, paired" in line
+    assert "- MCDM-B, eta = 0.10, over UF-SSD+FEM (Table 2): not measured yet" in text
+
+    # another budget on the same folder is refused; --render-only renders without training
+    with pytest.raises(SystemExit, match="another budget"):
+        ablation.main([*argv, "--budget-images", "8"])
+    doc.unlink()
+    assert ablation.main([*argv, "--render-only"]) == 0
+    assert doc.read_text() == text
+    assert not math.isnan(float(again[3]["hard"]))
