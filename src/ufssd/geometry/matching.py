@@ -100,6 +100,98 @@ def _mean_count(counts: Tensor) -> Tensor:
     return torch.floor(counts[counts > 0].double().mean() + 0.5).to(torch.int64)
 
 
+def _pair_ious(
+    anchors: Tensor, gt_boxes: Tensor, cfg: MatchConfig, anchor_index: BoxIndex | None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The overlapping (face, anchor) pairs and their IoUs: ``face (P,)``, ``anchor (P,)``, ``iou (P,)``."""
+    floor = min(cfg.positive_iou, cfg.ignore_iou, cfg.min_iou)  # no pair below it matters
+    pair_face, pair_anchor = overlapping_pairs(
+        gt_boxes, anchors if anchor_index is None else anchor_index, iou_floor=floor
+    )  # (P,) each
+    pair_iou = paired_iou(gt_boxes.index_select(0, pair_face), anchors.index_select(0, pair_anchor))  # (P,)
+    return pair_face, pair_anchor, pair_iou
+
+
+def _strong_matches(
+    face_v: Tensor, anchor_v: Tensor, iou_v: Tensor, num_anchors: int, cfg: MatchConfig
+) -> tuple[Tensor, Tensor]:
+    """Stage 1a: anchors with IoU >= positive_iou with their best valid face (ties: the lower face
+    index). Returns the anchors ``(K,)`` and their faces ``(K,)``."""
+    idx, best_face, best_iou = _best_per_key(anchor_v, face_v, iou_v, num_anchors)
+    strong = best_iou >= cfg.positive_iou
+    return idx[strong], best_face[strong]
+
+
+def _forced_matches(
+    face_v: Tensor, anchor_v: Tensor, iou_v: Tensor, num_anchors: int, num_faces: int, cfg: MatchConfig
+) -> tuple[Tensor, Tensor]:
+    """Stage 1b: each face's best anchor (ties: the lower anchor index) when its IoU > min_iou; an
+    anchor that is the best of several faces goes to the one it overlaps most. Returns the anchors
+    ``(K,)`` and their faces ``(K,)``."""
+    faces, best_anchor, best_anchor_iou = _best_per_key(face_v, anchor_v, iou_v, num_faces)
+    forcing = best_anchor_iou > cfg.min_iou
+    idx, forced_face, _ = _best_per_key(
+        best_anchor[forcing], faces[forcing], best_anchor_iou[forcing], num_anchors
+    )
+    return idx, forced_face
+
+
+def _scale_compensation(
+    face_v: Tensor,
+    anchor_v: Tensor,
+    iou_v: Tensor,
+    positive: Tensor,
+    face_of: Tensor,
+    num_anchors: int,
+    num_faces: int,
+    cfg: MatchConfig,
+) -> tuple[Tensor, Tensor] | None:
+    """Stage 2: top up the faces with fewer than N stage-1 anchors. Returns the new anchors ``(K,)``
+    and their faces ``(K,)``, or None when the stage does not apply (switched off, or no face has a
+    stage-1 anchor)."""
+    counts = torch.bincount(face_of[positive], minlength=num_faces)
+    if not (cfg.scale_compensation and bool((counts > 0).any())):
+        return None
+    need = (_mean_count(counts) - counts).clamp(min=0)  # (G,); face_v holds valid faces only
+    cand = (iou_v > cfg.min_iou) & (need[face_v] > 0) & ~positive[anchor_v]
+    cand_face, cand_anchor, cand_iou = face_v[cand], anchor_v[cand], iou_v[cand]
+    order, rank = _rank_within_face(cand_face, cand_iou, num_faces)
+    take = order[rank < need[cand_face[order]]]
+    idx, new_face, _ = _best_per_key(cand_anchor[take], cand_face[take], cand_iou[take], num_anchors)
+    return idx, new_face
+
+
+def _assign_positives(
+    face_v: Tensor,
+    anchor_v: Tensor,
+    iou_v: Tensor,
+    num_anchors: int,
+    num_faces: int,
+    cfg: MatchConfig,
+    device: torch.device,
+) -> tuple[Tensor, Tensor]:
+    """Stage 1a, then 1b, then 2 over the valid faces' pairs ``(P,)``, each stage's assignment
+    overriding the one before. Returns ``positive (A,)`` bool and ``face_of (A,)`` int64, the
+    assigned face of each positive (0 elsewhere)."""
+    positive = torch.zeros(num_anchors, dtype=torch.bool, device=device)
+    face_of = torch.zeros(num_anchors, dtype=torch.int64, device=device)
+
+    idx, face = _strong_matches(face_v, anchor_v, iou_v, num_anchors, cfg)
+    positive[idx] = True
+    face_of[idx] = face
+
+    idx, face = _forced_matches(face_v, anchor_v, iou_v, num_anchors, num_faces, cfg)
+    positive[idx] = True
+    face_of[idx] = face
+
+    topped_up = _scale_compensation(face_v, anchor_v, iou_v, positive, face_of, num_anchors, num_faces, cfg)
+    if topped_up is not None:
+        idx, face = topped_up
+        positive[idx] = True
+        face_of[idx] = face
+    return positive, face_of
+
+
 def match_anchors(
     anchors: Tensor,
     gt_boxes: Tensor,
@@ -138,48 +230,16 @@ def match_anchors(
     valid = valid_faces(gt_boxes, gt_ignore.to(device=device, dtype=torch.bool))
     if anchor_index is not None and anchor_index.boxes.shape != anchors.shape:
         raise ValueError("anchor_index was built for other anchors")
-    floor = min(cfg.positive_iou, cfg.ignore_iou, cfg.min_iou)  # no pair below it matters
-    pair_face, pair_anchor = overlapping_pairs(
-        gt_boxes, anchors if anchor_index is None else anchor_index, iou_floor=floor
-    )  # (P,) each
-    pair_iou = paired_iou(gt_boxes.index_select(0, pair_face), anchors.index_select(0, pair_anchor))  # (P,)
+    pair_face, pair_anchor, pair_iou = _pair_ious(anchors, gt_boxes, cfg, anchor_index)
 
     # anchors near a face that is not valid: IGNORE unless they become positive
     near_ignored = torch.zeros(num_anchors, dtype=torch.bool, device=device)
     near_ignored[pair_anchor[~valid[pair_face] & (pair_iou >= cfg.ignore_iou)]] = True
 
     keep = valid[pair_face]
-    face_v, anchor_v, iou_v = pair_face[keep], pair_anchor[keep], pair_iou[keep]
-    positive = torch.zeros(num_anchors, dtype=torch.bool, device=device)
-    face_of = torch.zeros(num_anchors, dtype=torch.int64, device=device)
-
-    # stage 1a: IoU >= positive_iou with the best valid face (ties: the lower face index)
-    idx, best_face, best_iou = _best_per_key(anchor_v, face_v, iou_v, num_anchors)
-    strong = best_iou >= cfg.positive_iou
-    positive[idx[strong]] = True
-    face_of[idx[strong]] = best_face[strong]
-
-    # stage 1b: each face's best anchor (ties: the lower anchor index) when its IoU > min_iou;
-    # an anchor that is the best of several faces goes to the one it overlaps most
-    faces, best_anchor, best_anchor_iou = _best_per_key(face_v, anchor_v, iou_v, num_faces)
-    forcing = best_anchor_iou > cfg.min_iou
-    idx, forced_face, _ = _best_per_key(
-        best_anchor[forcing], faces[forcing], best_anchor_iou[forcing], num_anchors
+    positive, face_of = _assign_positives(
+        pair_face[keep], pair_anchor[keep], pair_iou[keep], num_anchors, num_faces, cfg, device
     )
-    positive[idx] = True
-    face_of[idx] = forced_face
-
-    # stage 2: scale compensation, topping up faces with fewer than N anchors
-    counts = torch.bincount(face_of[positive], minlength=num_faces)
-    if cfg.scale_compensation and bool((counts > 0).any()):
-        need = (_mean_count(counts) - counts).clamp(min=0)  # (G,); face_v holds valid faces only
-        cand = (iou_v > cfg.min_iou) & (need[face_v] > 0) & ~positive[anchor_v]
-        cand_face, cand_anchor, cand_iou = face_v[cand], anchor_v[cand], iou_v[cand]
-        order, rank = _rank_within_face(cand_face, cand_iou, num_faces)
-        take = order[rank < need[cand_face[order]]]
-        idx, new_face, _ = _best_per_key(cand_anchor[take], cand_face[take], cand_iou[take], num_anchors)
-        positive[idx] = True
-        face_of[idx] = new_face
 
     labels[near_ignored & ~positive] = IGNORE
     labels[positive] = POSITIVE
