@@ -33,6 +33,7 @@ from ufssd.evaluation.parsing import (
     LINE_NOT_NUMERIC,
     LINE_OK,
     LINE_TOO_FEW,
+    ParsedLines,
     parse_lines,
 )
 
@@ -153,6 +154,22 @@ def _name_issue(data: bytes, stem: str, path: str) -> PredictionIssue | None:
     return PredictionIssue(path, 1, f"line 1 is {first!r}, not {stem!r}")
 
 
+@dataclass
+class _FileBlocks:
+    """What reading the files gave, before any box line is parsed: per image (I) a status and a
+    path; the box-line blocks of the files that have boxes, their images and line counts; the
+    issues found so far (``invalid`` keyed by image index)."""
+
+    status: np.ndarray
+    paths: list[str] = field(default_factory=list)
+    blocks: list[bytes] = field(default_factory=list)
+    block_images: list[int] = field(default_factory=list)
+    block_lines: list[int] = field(default_factory=list)
+    missing: list[PredictionIssue] = field(default_factory=list)
+    misnamed: list[PredictionIssue] = field(default_factory=list)
+    invalid: dict[int, PredictionIssue] = field(default_factory=dict)
+
+
 def read_predictions(
     pred_dir: str | Path,
     events: Sequence[str],
@@ -164,77 +181,15 @@ def read_predictions(
     pred_dir = Path(pred_dir)
     _warm_allocator()
     n_images = len(stems)
-    status = np.zeros(n_images, dtype=np.int8)
-    blocks: list[bytes] = []
-    block_images: list[int] = []
-    block_lines: list[int] = []
-    paths: list[str] = []
-    missing: list[PredictionIssue] = []
-    misnamed: list[PredictionIssue] = []
-    invalid: dict[int, PredictionIssue] = {}
-    for i, (event, stem) in enumerate(zip(events, stems)):
-        path = os.path.join(pred_dir, event, stem + ".txt")
-        paths.append(path)
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            status[i] = STATUS_MISSING
-            missing.append(PredictionIssue(path, 0, "prediction file not found"))
-            continue
-        if protocol == "port":
-            name_issue = _name_issue(data, stem, path)
-            if name_issue is not None:
-                misnamed.append(name_issue)
-        st, block, n, issue = _box_block(data, path, protocol)
-        status[i] = st
-        if issue is not None:
-            invalid[i] = issue
-        elif st == STATUS_OK:
-            blocks.append(block)
-            block_images.append(i)
-            block_lines.append(n)
+    read = _read_files(pred_dir, events, stems, protocol)
 
     # all box lines of all files at once
-    n_lines = np.array(block_lines, dtype=np.int64)
-    parsed = parse_lines(b"".join(blocks), ncols=5)
-    del blocks
-    block_images_arr = np.array(block_images, dtype=np.int64)
-    keep = parsed.status == LINE_OK
-    counts = np.zeros(n_images, dtype=np.int64)
-    if keep.all():  # the usual case: every line of every file is a box
-        counts[block_images_arr] = n_lines
-    else:
-        line_image = np.repeat(block_images_arr, n_lines)
-        bad = ~keep
-        if protocol == "port":
-            bad &= parsed.status != LINE_BLANK  # the port skips blank lines
-        if bad.any():
-            line_start = np.repeat(np.cumsum(n_lines) - n_lines, n_lines)
-            bad_lines = np.flatnonzero(bad)
-            images, first = np.unique(line_image[bad_lines], return_index=True)
-            for img, j in zip(images.tolist(), bad_lines[first].tolist()):
-                reason = _LINE_REASON[int(parsed.status[j])]
-                invalid[img] = PredictionIssue(paths[img], 3 + int(j - line_start[j]), reason)
-                status[img] = STATUS_INVALID
-            keep &= status[line_image] == STATUS_OK
-        counts = np.bincount(line_image[keep], minlength=n_images)
-        if protocol == "port":  # a file of blank lines only has no detections
-            status[(status == STATUS_OK) & (counts == 0)] = STATUS_EMPTY
+    parsed = parse_lines(b"".join(read.blocks), ncols=5)
+    read.blocks.clear()
+    counts, keep = _count_boxes(parsed, read, n_images, protocol)
 
-    invalid_list = [invalid[i] for i in sorted(invalid)]
-    if strict and invalid_list:
-        first_issue = invalid_list[0]
-        raise PredictionFormatError(
-            first_issue.path, first_issue.line, first_issue.reason, more=len(invalid_list) - 1
-        )
-    _log_issues(missing, "missing prediction file (its faces count as misses)")
-    _log_issues(invalid_list, "invalid prediction file, the image gets no detections")
-    _log_issues(
-        misnamed,
-        "line 1 does not name the image; the Python port would key the image by it (D4), "
-        "this evaluator uses the file path",
-    )
+    invalid_list = [read.invalid[i] for i in sorted(read.invalid)]
+    _report_issues(read.missing, invalid_list, read.misnamed, strict)
 
     values = parsed.values if keep.all() else parsed.values[keep]
     offsets = np.zeros(n_images + 1, dtype=np.int64)
@@ -243,9 +198,93 @@ def read_predictions(
         boxes=values[:, :4],
         scores=values[:, 4],
         offsets=offsets,
-        status=status,
-        missing=missing,
+        status=read.status,
+        missing=read.missing,
         invalid=invalid_list,
+    )
+
+
+def _read_files(pred_dir: Path, events: Sequence[str], stems: Sequence[str], protocol: str) -> _FileBlocks:
+    """Read every image's file with one ``read()`` and split it (:func:`_box_block`)."""
+    read = _FileBlocks(status=np.zeros(len(stems), dtype=np.int8))
+    for i, (event, stem) in enumerate(zip(events, stems)):
+        path = os.path.join(pred_dir, event, stem + ".txt")
+        read.paths.append(path)
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            read.status[i] = STATUS_MISSING
+            read.missing.append(PredictionIssue(path, 0, "prediction file not found"))
+            continue
+        if protocol == "port":
+            name_issue = _name_issue(data, stem, path)
+            if name_issue is not None:
+                read.misnamed.append(name_issue)
+        st, block, n, issue = _box_block(data, path, protocol)
+        read.status[i] = st
+        if issue is not None:
+            read.invalid[i] = issue
+        elif st == STATUS_OK:
+            read.blocks.append(block)
+            read.block_images.append(i)
+            read.block_lines.append(n)
+    return read
+
+
+def _count_boxes(
+    parsed: ParsedLines, read: _FileBlocks, n_images: int, protocol: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes per image ``(I,)`` int64 and the parsed lines that are kept as boxes ``(L,)`` bool.
+
+    A file with a bad box line (a blank one is not bad in port mode) becomes INVALID, with an
+    issue naming its first bad line: ``read.status`` and ``read.invalid`` are updated in place.
+    """
+    n_lines = np.array(read.block_lines, dtype=np.int64)
+    block_images_arr = np.array(read.block_images, dtype=np.int64)
+    status, paths = read.status, read.paths
+    keep = parsed.status == LINE_OK
+    counts = np.zeros(n_images, dtype=np.int64)
+    if keep.all():  # the usual case: every line of every file is a box
+        counts[block_images_arr] = n_lines
+        return counts, keep
+    line_image = np.repeat(block_images_arr, n_lines)
+    bad = ~keep
+    if protocol == "port":
+        bad &= parsed.status != LINE_BLANK  # the port skips blank lines
+    if bad.any():
+        line_start = np.repeat(np.cumsum(n_lines) - n_lines, n_lines)
+        bad_lines = np.flatnonzero(bad)
+        images, first = np.unique(line_image[bad_lines], return_index=True)
+        for img, j in zip(images.tolist(), bad_lines[first].tolist()):
+            reason = _LINE_REASON[int(parsed.status[j])]
+            read.invalid[img] = PredictionIssue(paths[img], 3 + int(j - line_start[j]), reason)
+            status[img] = STATUS_INVALID
+        keep &= status[line_image] == STATUS_OK
+    counts = np.bincount(line_image[keep], minlength=n_images)
+    if protocol == "port":  # a file of blank lines only has no detections
+        status[(status == STATUS_OK) & (counts == 0)] = STATUS_EMPTY
+    return counts, keep
+
+
+def _report_issues(
+    missing: list[PredictionIssue],
+    invalid: list[PredictionIssue],
+    misnamed: list[PredictionIssue],
+    strict: bool,
+) -> None:
+    """``strict``: raise on the first invalid file; otherwise (and for the other kinds) log."""
+    if strict and invalid:
+        first_issue = invalid[0]
+        raise PredictionFormatError(
+            first_issue.path, first_issue.line, first_issue.reason, more=len(invalid) - 1
+        )
+    _log_issues(missing, "missing prediction file (its faces count as misses)")
+    _log_issues(invalid, "invalid prediction file, the image gets no detections")
+    _log_issues(
+        misnamed,
+        "line 1 does not name the image; the Python port would key the image by it (D4), "
+        "this evaluator uses the file path",
     )
 
 
