@@ -88,15 +88,7 @@ def load_ground_truth(
     :func:`read_subset`), or None for every image of the files."""
     gt_dir = Path(gt_dir)
     face_path = gt_dir / "wider_face_val.mat"
-    face = _load_mat(face_path, ["event_list", "file_list"])
-    event_names = [_string(c) for c in _cells(face["event_list"])]
-    file_lists = _image_lists(face_path, face)
-    if len(event_names) != len(file_lists):
-        raise GroundTruthError(
-            f"{face_path}: event_list has {len(event_names)} events, file_list {len(file_lists)}"
-        )
-    events = [e for e, files in zip(event_names, file_lists) for _ in files]
-    stems = [s for files in file_lists for s in files]
+    file_lists, events, stems = _image_identity(face_path)
 
     keep = np.ones(len(stems), dtype=bool)
     if subset is not None:
@@ -108,42 +100,7 @@ def load_ground_truth(
     n_faces: dict[str, int] = {}
     for setting in SETTINGS:
         path = gt_dir / f"wider_{setting}_val.mat"
-        mat = _load_mat(path, ["file_list", "face_bbx_list", "gt_list"])
-        if _image_lists(path, mat) != file_lists:
-            raise GroundTruthError(f"{path}: file_list differs from the one in {face_path}")
-        box_cells = [c for ev in _cells(mat["face_bbx_list"]) for c in _cells(ev)]
-        keep_cells = [c for ev in _cells(mat["gt_list"]) for c in _cells(ev)]
-        if len(box_cells) != len(stems) or len(keep_cells) != len(stems):
-            raise GroundTruthError(
-                f"{path}: face_bbx_list / gt_list do not have one entry per image of file_list"
-            )
-        kept = np.flatnonzero(keep).tolist()
-        box_arrays = [np.asarray(box_cells[i]) for i in kept]
-        for i, arr in zip(kept, box_arrays):
-            if arr.size and (arr.ndim != 2 or arr.shape[1] < 4):
-                raise GroundTruthError(
-                    f"{path}: boxes of {events[i]}/{stems[i]} have shape {arr.shape}, not (G, 4)"
-                )
-        sizes = np.array([len(arr) if arr.size else 0 for arr in box_arrays], dtype=np.int64)
-        nonempty = [arr[:, :4] for arr in box_arrays if arr.size]
-        boxes = (
-            np.concatenate(nonempty).astype(np.int64) if nonempty else np.zeros((0, 4), np.int64)
-        )
-        total = int(sizes.sum())
-        # counted faces: 1-based rows of each image -> global rows
-        keeps = [np.asarray(keep_cells[i]).ravel().astype(np.int64) for i in kept]
-        lengths = np.array([k.size for k in keeps], dtype=np.int64)
-        local = np.concatenate(keeps) - 1 if keeps else np.zeros(0, np.int64)
-        owner = np.repeat(np.arange(len(kept), dtype=np.int64), lengths)
-        bad = np.flatnonzero((local < 0) | (local >= sizes[owner]))
-        if bad.size:
-            i = kept[owner[bad[0]]]
-            raise GroundTruthError(
-                f"{path}: gt_list of {events[i]}/{stems[i]} has index {local[bad[0]] + 1}, "
-                f"outside 1..{sizes[owner[bad[0]]]}"
-            )
-        starts = np.cumsum(sizes) - sizes
-        idx = local + starts[owner]
+        boxes, sizes, idx = _read_setting(path, face_path, file_lists, events, stems, keep)
         if boxes_ref is None:
             boxes_ref, sizes_ref = boxes, sizes
         elif not (np.array_equal(sizes, sizes_ref) and np.array_equal(boxes, boxes_ref)):
@@ -151,7 +108,7 @@ def load_ground_truth(
                 f"{path}: face_bbx_list differs from wider_{SETTINGS[0]}_val.mat "
                 "(the official files hold the same boxes in every setting)"
             )
-        mask = np.zeros(total, dtype=bool)
+        mask = np.zeros(int(sizes.sum()), dtype=bool)
         mask[idx] = True
         counted[setting] = mask
         n_faces[setting] = int(idx.size)  # MATLAB counts length(gt_list{j}), repeats included
@@ -168,6 +125,89 @@ def load_ground_truth(
         counted=counted,
         n_faces=n_faces,
     )
+
+
+def _image_identity(face_path: Path) -> tuple[list[list[str]], list[str], list[str]]:
+    """``wider_face_val.mat``: the stems of each event (its ``file_list``), and the event and stem
+    of every image in file order."""
+    face = _load_mat(face_path, ["event_list", "file_list"])
+    event_names = [_string(c) for c in _cells(face["event_list"])]
+    file_lists = _image_lists(face_path, face)
+    if len(event_names) != len(file_lists):
+        raise GroundTruthError(
+            f"{face_path}: event_list has {len(event_names)} events, file_list {len(file_lists)}"
+        )
+    events = [e for e, files in zip(event_names, file_lists) for _ in files]
+    stems = [s for files in file_lists for s in files]
+    return file_lists, events, stems
+
+
+def _read_setting(
+    path: Path,
+    face_path: Path,
+    file_lists: list[list[str]],
+    events: list[str],
+    stems: list[str],
+    keep: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One setting's ``.mat`` file, for the images ``keep`` (I,) bool: its boxes ``(B, 4)`` int64,
+    the box count of each kept image, and the global rows ``(K,)`` of its counted faces (repeats
+    included)."""
+    mat = _load_mat(path, ["file_list", "face_bbx_list", "gt_list"])
+    if _image_lists(path, mat) != file_lists:
+        raise GroundTruthError(f"{path}: file_list differs from the one in {face_path}")
+    box_cells = [c for ev in _cells(mat["face_bbx_list"]) for c in _cells(ev)]
+    keep_cells = [c for ev in _cells(mat["gt_list"]) for c in _cells(ev)]
+    if len(box_cells) != len(stems) or len(keep_cells) != len(stems):
+        raise GroundTruthError(
+            f"{path}: face_bbx_list / gt_list do not have one entry per image of file_list"
+        )
+    kept = np.flatnonzero(keep).tolist()
+    boxes, sizes = _kept_boxes(path, box_cells, kept, events, stems)
+    idx = _counted_rows(path, keep_cells, kept, sizes, events, stems)
+    return boxes, sizes, idx
+
+
+def _kept_boxes(
+    path: Path, box_cells: list, kept: list[int], events: list[str], stems: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The boxes of the kept images, concatenated ``(B, 4)`` int64, and each one's box count."""
+    box_arrays = [np.asarray(box_cells[i]) for i in kept]
+    for i, arr in zip(kept, box_arrays):
+        if arr.size and (arr.ndim != 2 or arr.shape[1] < 4):
+            raise GroundTruthError(
+                f"{path}: boxes of {events[i]}/{stems[i]} have shape {arr.shape}, not (G, 4)"
+            )
+    sizes = np.array([len(arr) if arr.size else 0 for arr in box_arrays], dtype=np.int64)
+    nonempty = [arr[:, :4] for arr in box_arrays if arr.size]
+    boxes = (
+        np.concatenate(nonempty).astype(np.int64) if nonempty else np.zeros((0, 4), np.int64)
+    )
+    return boxes, sizes
+
+
+def _counted_rows(
+    path: Path,
+    keep_cells: list,
+    kept: list[int],
+    sizes: np.ndarray,
+    events: list[str],
+    stems: list[str],
+) -> np.ndarray:
+    """Counted faces: the 1-based rows of each kept image (``gt_list``) -> global rows ``(K,)``."""
+    keeps = [np.asarray(keep_cells[i]).ravel().astype(np.int64) for i in kept]
+    lengths = np.array([k.size for k in keeps], dtype=np.int64)
+    local = np.concatenate(keeps) - 1 if keeps else np.zeros(0, np.int64)
+    owner = np.repeat(np.arange(len(kept), dtype=np.int64), lengths)
+    bad = np.flatnonzero((local < 0) | (local >= sizes[owner]))
+    if bad.size:
+        i = kept[owner[bad[0]]]
+        raise GroundTruthError(
+            f"{path}: gt_list of {events[i]}/{stems[i]} has index {local[bad[0]] + 1}, "
+            f"outside 1..{sizes[owner[bad[0]]]}"
+        )
+    starts = np.cumsum(sizes) - sizes
+    return local + starts[owner]
 
 
 def read_subset(source: str | Path | Iterable[str]) -> list[tuple[str, int, str]]:
