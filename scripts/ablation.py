@@ -110,6 +110,7 @@ class Budget:
         return math.ceil(self.images / self.batch_size)
 
     def settings(self) -> dict:
+        """Every field as ``budget_<name>`` (the CSV's budget columns)."""
         s = asdict(self)
         s["sources"], s["extra"] = " ".join(self.sources), " ".join(self.extra)
         s["iters"] = self.iters
@@ -138,6 +139,9 @@ class EvalSet:
     device: str = "cpu"
 
 
+# how fast a run goes, not what it trains: these may change between sessions of one grid (the data
+# stream depends on the seed and the step only, whatever the workers and threads)
+SPEED_ONLY = ("budget_threads", "budget_workers", "budget_checkpoint_every")
 CSV_FIELDS = (
     "preset", "seed", "easy", "medium", "hard", "images_seen", "train_s", "eval_s", "machine",
     "eval_images", "eval_subset", "finished_utc",
@@ -325,11 +329,12 @@ def run_pair(preset: str, seed: int, budget: Budget, evalset: EvalSet, out: Path
 
 
 def check_budget(out: Path, budget: Budget) -> None:
-    """``OUT/budget.json`` holds the grid's budget; another one is refused (rows must compare)."""
+    """``OUT/budget.json`` holds the grid's budget (but ``SPEED_ONLY``); another one is refused
+    (rows must compare)."""
     from ufssd.atomic import atomic_write_text
 
     path = out / "budget.json"
-    wanted = budget.settings()
+    wanted = {k: v for k, v in budget.settings().items() if k not in SPEED_ONLY}
     if path.is_file():
         stored = json.loads(path.read_text())
         if stored != json.loads(json.dumps(wanted)):
@@ -339,6 +344,14 @@ def check_budget(out: Path, budget: Budget) -> None:
         return
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(wanted, indent=1, sort_keys=True))
+
+
+def train_grid(presets, seeds, budget: Budget, out: Path, python: str) -> None:
+    """``--no-eval``: train every pair (a lent GPU, where the dev images are not), score later."""
+    check_budget(out, budget)
+    for seed in seeds:
+        for preset in presets:
+            train_pair(preset, seed, budget, out / "runs" / preset / f"seed{seed}", python)
 
 
 def run_grid(presets, seeds, budget: Budget, evalset: EvalSet, out: Path, python: str) -> list[str]:
@@ -456,13 +469,24 @@ total stays similar because fewer low-quality candidates reach NMS. Measured by
 candidates with score >= 0.01 and those reaching NMS (capped at `pre_nms_top_k` = 5,000), the
 FFMM mask's kept share per masked level, and dev APs of the same detections; `skip` = anchors of
 masked cells dropped before NMS (`skip_masked_anchors`), Th_Mask = `model.mask_threshold`.
+The VGG-16 presets' forward passes with and without FFMM are in the README's table of every
+preset (`benchmarks/bench_forward.py`).
+"""
+
+
+EFFICIENCY_TODO = """\
+Not measured yet. Once the grid has run: `python scripts/efficiency.py --weights
+uf-ssd=~/ufssd_runs/ablation/runs/ufssd_light/seed0/final.safetensors --weights
+ffmm-x1=~/ufssd_runs/ablation/runs/ufssd_light_ffmm_x1/seed0/final.safetensors --weights
+ffmm-x6=~/ufssd_runs/ablation/runs/ufssd_light_ffmm_x6/seed0/final.safetensors` (on an idle
+machine; `--weights default` adds the shipped model), then `--render-only`.
 """
 
 
 def _efficiency_lines(rows: list[dict[str, str]], csv_path: Path) -> list[str]:
     lines = [EFFICIENCY_NOTE.format(csv=_home(csv_path))]
     if not rows:
-        return lines + ["Not measured yet: `python scripts/efficiency.py --weights LABEL=PATH ...`.\n"]
+        return lines + [EFFICIENCY_TODO]
     meta = sorted({f"{r['images']} dev images, batch 1, {r['threads']} threads, {r['machine']}" for r in rows})
     loads = [float(r["load"]) for r in rows if r.get("load")]
     load = f" (load average {min(loads):.1f}-{max(loads):.1f}: times are inflated when it exceeds the threads)" if loads else ""
@@ -541,8 +565,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                                 epilog="arguments after -- go to every `ufssd train` call")
     p.add_argument("--out", type=Path, default=Path("~/ufssd_runs/ablation").expanduser(),
                    help="runs, budget.json and ablation.csv (default ~/ufssd_runs/ablation)")
-    p.add_argument("--presets", nargs="+", default=list(DEFAULT_PRESETS))
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--presets", nargs="+", default=list(DEFAULT_PRESETS), help="rows (default: the issue's five)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds of every row (default 0 1 2)")
     p.add_argument("--budget-images", type=int, default=CPU_IMAGES, help=f"images seen per run (default {CPU_IMAGES:,})")
     p.add_argument("--batch-size", type=int, default=CPU_BATCH, help=f"total batch (default {CPU_BATCH})")
     p.add_argument("--resolution", type=int, default=CPU_RESOLUTION,
@@ -550,17 +574,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--data-root", default=str(Path("~/widerface-all").expanduser()),
                    help="training root (default sources: train + val_train_images.txt; dev never trains)")
     p.add_argument("--source", action="append", default=[], help="ufssd train --source (replaces the default)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--checkpoint-every", type=int, default=200)
+    p.add_argument("--device", default="cpu", help="training device (default cpu; cuda on a lent GPU)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads of training and scoring (default 2)")
+    p.add_argument("--workers", type=int, default=1, help="loader workers per run (default 1)")
+    p.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints (default 200)")
     p.add_argument("--eval-root", type=Path, help="dev images' WIDER root (default: --data-root)")
     p.add_argument("--eval-subset", type=Path, help="dev image list (default: EVAL_ROOT/dev_images.txt)")
     p.add_argument("--gt", type=Path, default=SHARED / "data" / "widerface" / "eval_tools",
                    help="folder of wider_*_val.mat")
     p.add_argument("--eval-device", default="cpu", help="device that scores the runs (default cpu)")
     p.add_argument("--no-eval", action="store_true", help="train only (score later, where the dev images are)")
-    p.add_argument("--doc", type=Path, default=REPO / "docs" / "ablation.md")
+    p.add_argument("--doc", type=Path, default=REPO / "docs" / "ablation.md", help="the page to render")
     p.add_argument("--render-only", action="store_true", help="only render --doc from OUT/ablation.csv")
     p.add_argument("--python", default=sys.executable, help="interpreter that runs `ufssd train`")
     args = p.parse_args(argv)
@@ -589,10 +613,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.render_only:
         budget = _budget(args)
         if args.no_eval:
-            check_budget(out, budget)
-            for seed in args.seeds:
-                for preset in args.presets:
-                    train_pair(preset, seed, budget, out / "runs" / preset / f"seed{seed}", args.python)
+            train_grid(args.presets, args.seeds, budget, out, args.python)
             return 0
         failed = run_grid(args.presets, args.seeds, budget, _evalset(args), out, args.python)
     from ufssd.atomic import atomic_write_text

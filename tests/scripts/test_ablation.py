@@ -155,10 +155,26 @@ def test_grid_end_to_end(ablation, toy_grid, monkeypatch):
     assert any(v in line for v in verdicts) and "2 seeds, paired" in line
     assert "- MCDM-B, eta = 0.10, over UF-SSD+FEM (Table 2): not measured yet" in text
 
-    # another budget on the same folder is refused; --render-only renders without training
+    # another budget on the same folder is refused (threads and workers may change);
+    # --render-only renders without training
     with pytest.raises(SystemExit, match="another budget"):
         ablation.main([*argv, "--budget-images", "8"])
+    assert ablation.main([*argv, "--threads", "2"]) == 0 and len(calls) == 5
     doc.unlink()
     assert ablation.main([*argv, "--render-only"]) == 0
     assert doc.read_text() == text
     assert not math.isnan(float(again[3]["hard"]))
+
+
+def test_no_eval_trains_every_pair_and_stores_the_budget(ablation, tmp_path, monkeypatch):
+    trained = []
+    monkeypatch.setattr(ablation, "train_pair", lambda preset, seed, budget, run_dir, python: trained.append(
+        (preset, seed, run_dir.relative_to(tmp_path).as_posix(), budget.iters)))
+    argv = ["--out", str(tmp_path), "--presets", "ufssd_light", "ufssd_light_fem", "--seeds", "3", "4",
+            "--budget-images", "100", "--batch-size", "64", "--device", "cuda", "--no-eval"]
+    assert ablation.main(argv) == 0
+    assert trained == [("ufssd_light", 3, "runs/ufssd_light/seed3", 2), ("ufssd_light_fem", 3, "runs/ufssd_light_fem/seed3", 2),
+                       ("ufssd_light", 4, "runs/ufssd_light/seed4", 2), ("ufssd_light_fem", 4, "runs/ufssd_light_fem/seed4", 2)]
+    stored = (tmp_path / "budget.json").read_text()
+    assert '"budget_device": "cuda"' in stored and "budget_threads" not in stored
+    assert not (tmp_path / "ablation.csv").exists()
