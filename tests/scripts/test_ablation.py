@@ -178,3 +178,18 @@ def test_no_eval_trains_every_pair_and_stores_the_budget(ablation, tmp_path, mon
     stored = (tmp_path / "budget.json").read_text()
     assert '"budget_device": "cuda"' in stored and "budget_threads" not in stored
     assert not (tmp_path / "ablation.csv").exists()
+
+
+def test_render_efficiency_rows(ablation, tmp_path):
+    base = {"label": "x1", "preset": "ufssd_light_ffmm_x1", "images": "3", "threads": "2", "machine": "cpu",
+            "load": "1.0", "pre_ms": "1", "net_ms": "10", "decode_ms": "2", "nms_ms": "5", "easy": "0.5",
+            "medium": "0.4", "hard": "0.3", "kept_l0": "0.9"}
+    rows = [{**base, "skip_masked_anchors": "0", "mask_threshold": "0.01", "total_ms": "20", "above_001": "8000",
+             "to_nms": "5000"},
+            {**base, "skip_masked_anchors": "1", "mask_threshold": "0.01", "total_ms": "18", "above_001": "6000",
+             "to_nms": "4000", "nms_ms": "4"}]
+    lines = ablation._efficiency_lines(rows, tmp_path / "efficiency.csv")
+    assert "| x1 | `ufssd_light_ffmm_x1` | yes | 0.01 | 1 | 10 | 2 | 4 | 18 | 6,000 | 4,000 | 0: 0.9 | 50.0 / 40.0 / 30.0 |" in lines
+    assert "- In 1 of 2 settings NMS receives" in "\n".join(lines)
+    assert ("- x1, Th_Mask = 0.01: dropping the masked anchors removes 25% of the candidates >= 0.01 and changes "
+            "those reaching NMS by -1,000, the NMS time by -1.0 ms and the total by -2.0 ms per image.") in lines
