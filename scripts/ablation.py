@@ -394,13 +394,17 @@ that CSV.
   seen per run ({iters:,} steps, the paper's schedule scaled to them), and scores each run on
   the 1,045-image dev set (`--presets` adds the eta 0.20 / 0.30 rows). Runs write to
   `~/ufssd_runs/ablation`; run the same command again after an interruption: finished pairs
-  are skipped and a killed run resumes from its last checkpoint.
+  are skipped and a killed run resumes from its last checkpoint. A probe of
+  `ufssd_light_ffmm_x1` at this budget ran at about 20 images/s (2 threads, 1 loader worker,
+  load average ~1.5): about 50 minutes per run, more for the FEM rows (their forward pass
+  takes about twice as long), so 13-20 hours for the 15 runs of the default grid.
 - **A lent GPU** (the `device` machine, `PYTHONPATH=src python3`): `python3
   scripts/ablation.py --device cuda --batch-size 64 --resolution 640 --budget-images 300000
-  --workers 15 --threads 4 --data-root .device_data/widerface --out runs/ablation_gpu --no-eval`
-  on the packed data of `scripts/pack_training_data.py` (the dev images do not travel); bring
-  `runs/ablation_gpu` back and run the same command here without `--no-eval`, with
-  `--eval-root ~/widerface-all` (finished runs are only scored, on the CPU). At the 545
+  --workers 15 --threads 4 --data-root .device_data/widerface --out $OUT/ablation_gpu
+  --no-eval` on the packed data of `scripts/pack_training_data.py` (the dev images do not
+  travel; the runs come back with `$OUT`, read-only); then copy them to
+  `~/ufssd_runs/ablation_gpu` and run the same command here with that `--out`, without
+  `--no-eval` and with `--eval-root ~/widerface-all`: finished runs are only scored, on the CPU. At the 545
   images/s measured there, one 300,000-image run takes about 9 minutes: a 15-minute lease
   trains one run, not the grid.
 - Neither is the paper's condition: no ImageNet weights, 4,885 training images instead of
