@@ -36,7 +36,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 logger = logging.getLogger("ablation")
@@ -493,7 +493,8 @@ def _efficiency_lines(rows: list[dict[str, str]], csv_path: Path) -> list[str]:
         return lines + [EFFICIENCY_TODO]
     meta = sorted({f"{r['images']} dev images, batch 1, {r['threads']} threads, {r['machine']}" for r in rows})
     loads = [float(r["load"]) for r in rows if r.get("load")]
-    load = f" (load average {min(loads):.1f}-{max(loads):.1f}: times are inflated when it exceeds the threads)" if loads else ""
+    load = (f" (load average {min(loads):.1f}-{max(loads):.1f}: times are inflated when it exceeds the threads)"
+            if loads else "")
     lines.append("Measured on " + "; ".join(meta) + load + ".\n")
     lines.append("| model | preset | skip | Th_Mask | pre | net | decode | NMS | total ms | >= 0.01 | to NMS "
                  "| kept share per level | E / M / H |")
@@ -583,7 +584,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="runs, budget.json and ablation.csv (default ~/ufssd_runs/ablation)")
     p.add_argument("--presets", nargs="+", default=list(DEFAULT_PRESETS), help="rows (default: the issue's five)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds of every row (default 0 1 2)")
-    p.add_argument("--budget-images", type=int, default=CPU_IMAGES, help=f"images seen per run (default {CPU_IMAGES:,})")
+    p.add_argument("--budget-images", type=int, default=CPU_IMAGES,
+                   help=f"images seen per run (default {CPU_IMAGES:,})")
     p.add_argument("--batch-size", type=int, default=CPU_BATCH, help=f"total batch (default {CPU_BATCH})")
     p.add_argument("--resolution", type=int, default=CPU_RESOLUTION,
                    help=f"square training crop side (default {CPU_RESOLUTION})")

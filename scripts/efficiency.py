@@ -207,7 +207,8 @@ def run(weights: dict[str, str], arrays: dict, gt_dir: Path, threads: int, th_ma
                 aps = score(dets, gt_dir, Path(tmp))
             rows.append({"label": label, "preset": base.config.name, "skip_masked_anchors": int(skip),
                          "mask_threshold": threshold, "images": len(arrays), **row, **aps, "threads": threads,
-                         "machine": cpu_name(), "load": f"{os.getloadavg()[0]:.1f}", "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+                         "machine": cpu_name(), "load": f"{os.getloadavg()[0]:.1f}",
+                         "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
             logger.info("%s skip=%d Th_Mask=%g: %s ms, %s candidates >= 0.01, hard %s", label, skip, threshold,
                         row["total_ms"], row["above_001"], aps["hard"])
     return rows
