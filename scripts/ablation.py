@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import json
 import logging
 import math
@@ -225,13 +224,9 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 
 
 def write_rows(path: Path, rows: list[dict]) -> None:
-    from ufssd.atomic import atomic_write_text
+    from ufssd.atomic import atomic_write_csv
 
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(CSV_FIELDS), extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
+    atomic_write_csv(path, rows, CSV_FIELDS)
 
 
 def done_pairs(rows: list[dict[str, str]]) -> set[tuple[str, int]]:

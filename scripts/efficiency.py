@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
-import io
 import logging
 import os
 import statistics
@@ -215,13 +213,9 @@ def run(weights: dict[str, str], arrays: dict, gt_dir: Path, threads: int, th_ma
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
-    from ufssd.atomic import atomic_write_text
+    from ufssd.atomic import atomic_write_csv
 
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(FIELDS), extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
+    atomic_write_csv(path, rows, FIELDS)
 
 
 def main(argv: list[str] | None = None) -> int:

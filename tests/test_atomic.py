@@ -69,3 +69,11 @@ def test_no_other_module_defines_or_reexports_the_writers():
                 names = {e.value for e in getattr(node.value, "elts", []) if isinstance(e, ast.Constant)}
                 offenders += [f"{path.relative_to(PACKAGE)}: exports {n}" for n in sorted(names & WRITERS)]
     assert not offenders
+
+
+def test_atomic_write_csv_header_rows_and_extra_keys(tmp_path):
+    from ufssd.atomic import atomic_write_csv
+
+    path = atomic_write_csv(tmp_path / "t.csv", [{"a": 1, "b": "x", "extra": 9}, {"a": 2}], ("a", "b"))
+    assert path.read_text() == "a,b\n1,x\n2,\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["t.csv"]  # no temporary file left

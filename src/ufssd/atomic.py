@@ -16,13 +16,15 @@ logs, JSON, images and videos are cheap to remake and are written by the thousan
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_path", "atomic_write", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_path", "atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_write_csv"]
 
 
 def _current_umask() -> int:
@@ -110,3 +112,13 @@ def atomic_write_text(path: str | os.PathLike, text: str, fsync: bool = False) -
     with atomic_write(path, "w", fsync=fsync) as f:
         f.write(text)
     return Path(path)
+
+
+def atomic_write_csv(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]], fields: Sequence[str]) -> Path:
+    """A CSV file with a header of ``fields`` and one line per row (keys beyond ``fields`` are
+    left out), written atomically."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_text(path, buf.getvalue())
