@@ -17,6 +17,17 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Whichever test first starts a forkserver (a DataLoader with workers, the trainer), it
+    preloads what the trainer's does: the server is one per process, and a server started without
+    the preload makes every later worker import torch and ufssd again (seconds each)."""
+    import multiprocessing
+
+    from ufssd.train.loader import FORKSERVER_PRELOAD
+
+    multiprocessing.get_context("forkserver").set_forkserver_preload(list(FORKSERVER_PRELOAD))
+
+
 def _import_script(name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
