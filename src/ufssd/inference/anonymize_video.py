@@ -24,8 +24,6 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ufssd.atomic import atomic_path
 from ufssd.inference.anonymize import AnonymizeConfig, face_records, hide_faces
 from ufssd.inference.face_tracker import DEFAULT_PERSIST, FaceTracker
