@@ -33,6 +33,7 @@ from ufssd.data import WiderFaceDataset, collate
 from ufssd.geometry import BACKGROUND, POSITIVE, decode
 from ufssd.geometry.pairs import paired_iou
 from ufssd.model import load_weights, normalize, pad_to_multiple
+from ufssd.model.serialization import read_config
 from ufssd.train.sources import read_training_samples
 from ufssd.train.targets import TargetBuilder
 
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--receptive-fields", action="store_true", help="also measure each level's receptive field")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    cfg = load_weights(args.weights[0]).config
+    cfg = read_config(args.weights[0])  # the crops need the training settings only
     items = crops(cfg, args.data_root, args.list, args.images, args.seed, args.resolution)
     results = [fit_stats(w, items, args.min_face) for w in args.weights]
     if args.receptive_fields:
