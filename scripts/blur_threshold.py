@@ -1,7 +1,7 @@
 """The blur threshold of ``ufssd blur`` / ``ufssd.anonymize``: recall by face size on the dev set.
 
     python scripts/blur_threshold.py --pred PRED_DIR [--data-root /root/widerface-all]
-        [--subset DATA_ROOT/dev_images.txt] [--plateau 0.01] [--json OUT.json]
+        [--subset DATA_ROOT/dev_images.txt] [--plateau 1] [--json OUT.json]
 
 ``PRED_DIR`` holds WIDER prediction files of the dev images at the score floor 0.01
 (``ufssd predict-widerface --data-root ROOT --subset ROOT/dev_images.txt --out PRED_DIR``).
@@ -103,10 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the table and the choice here")
     args = parser.parse_args(argv)
 
-    from ufssd.data import read_split
     from ufssd.evaluation.reader import read_predictions
+    from ufssd.widerface_files import DEV_LIST, read_split
 
-    subset = args.subset or args.data_root / "dev_images.txt"
+    subset = args.subset or args.data_root / DEV_LIST
     samples = read_split(args.data_root, "val", subset=subset)
     events = [s.name.split("/")[0] for s in samples]
     stems = [s.name.split("/")[1] for s in samples]
