@@ -57,15 +57,13 @@ from ufssd.train.checkpoint import (
 from ufssd.train.loader import make_loader
 from ufssd.train.logging_utils import TRAIN_LOG_FIELDS, CSVLog, EvalHistory, ProgressBar, TensorBoardLog
 from ufssd.train.periodic_eval import evaluate_model
-from ufssd.train.run_config import DEFAULT_WORKER_START, EvalSpec, RunConfig, TrainingError
+from ufssd.train.run_config import RunConfig, TrainingError
 from ufssd.train.schedule import WarmupMultiStep, effective_warmup, milestone_steps, scaled_lr
 from ufssd.train.targets import TargetBuilder, TrainBatch
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "DEFAULT_WORKER_START",
-    "EvalSpec",
     "FINAL_WEIGHTS_NAME",
     "RunConfig",
     "TrainResult",
@@ -246,9 +244,9 @@ class Trainer:
         stale = remove_stale_temporaries(self.out_dir, OUT_FILES)
         if stale:
             logger.info("removed %d temporary file(s) left by an interrupted write", stale)
-        config_json = json.dumps(config_to_dict(self.cfg), indent=2, sort_keys=True)
-        atomic_write_text(self.out_dir / "config.json", config_json + "\n")
-        logger.info("resolved config:\n%s", json.dumps(config_to_dict(self.cfg), indent=1, sort_keys=True))
+        config = config_to_dict(self.cfg)
+        atomic_write_text(self.out_dir / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
+        logger.info("resolved config:\n%s", json.dumps(config, indent=1, sort_keys=True))
         tc, info = self.tc, self.info
         logger.info(
             "training %s on %d images: %d iterations (from %d), batch %d = %d x %d per process on %s; "
@@ -375,8 +373,8 @@ class Trainer:
                 )  # fmt: skip
                 if aps[spec.metric] > self.best[0]:
                     self.best = (aps[spec.metric], step)
-                    save_checkpoint(self.out_dir / BEST_NAME, self.state())
                     best_path = self.out_dir / BEST_NAME
+                    save_checkpoint(best_path, self.state())
                     logger.info("step %d: new best %s AP %.4f -> %s", step, spec.metric, self.best[0], best_path)
         D.barrier()
 
@@ -519,9 +517,9 @@ def _float_output(out: Any) -> Any:
 
 
 def _load_init_weights(model: nn.Module, path: str | os.PathLike) -> None:
-    source = load_weights(path, map_location="cpu")
-    missing, unexpected = model.load_state_dict(source.state_dict(), strict=False)
-    logger.info("initialised from %s (%d tensors)", path, len(source.state_dict()))
+    state = load_weights(path, map_location="cpu").state_dict()
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    logger.info("initialised from %s (%d tensors)", path, len(state))
     if missing:
         logger.warning("--init: %d tensors not in %s keep their fresh values: %s", len(missing), path, missing[:8])
     if unexpected:
