@@ -55,9 +55,9 @@ SHAPES = ("ellipse", "box")
 
 # PIL modes whose last band is alpha (kept as it was)
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
-# dtypes cv2.GaussianBlur / cv2.resize take as they are; others go through float32
 # the blur runs at a scale where its sigma is this many pixels
 _SMALL_SIGMA = 4.0
+# dtypes cv2.GaussianBlur / cv2.resize take as they are; others go through float32
 _CV_DTYPES = {np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32), np.dtype(np.float64)}
 
 

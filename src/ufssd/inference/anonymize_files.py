@@ -114,7 +114,7 @@ def _image(detector, item: InputFile, targets: OutputPaths, cfg: AnonymizeConfig
     if fmt == "PNG" and out.mode not in _PNG_MODES:
         out = out.convert("RGBA" if "A" in out.mode else "RGB")
     try:
-        with atomic_write(target, "wb", fsync=False) as f:
+        with atomic_write(target, "wb") as f:
             out.save(f, format=fmt, **options)
     except (OSError, ValueError) as exc:  # e.g. a mode the format cannot write; nothing is left
         raise InputError(item.path, f"cannot write {target} ({exc})") from exc
