@@ -1,6 +1,6 @@
 """How many faces of a clip stay hidden in every frame, with and without ``--persist N``.
 
-    python scripts/blur_persistence.py [--data-root /root/widerface-all] [--images 3]
+    python scripts/blur_persistence.py [--data-root /root/widerface-all] [--images 4]
         [--frames 90] [--size 960x540] [--persist 0,1,2,3,5,10] [--json OUT.json]
 
 The clips are made from WIDER FACE dev photos, so the ground-truth face boxes are known in every
@@ -148,13 +148,13 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from tqdm import tqdm
 
-    from ufssd.data import read_split
     from ufssd.inference import FaceDetector
     from ufssd.inference.anonymize import BLUR_SCORE_THRESHOLD
+    from ufssd.widerface_files import DEV_LIST, read_split
 
     torch.set_num_threads(args.threads)
     detector = FaceDetector(backend="onnxruntime", num_threads=args.threads)
-    samples = read_split(args.data_root, "val", subset=args.subset or args.data_root / "dev_images.txt")
+    samples = read_split(args.data_root, "val", subset=args.subset or args.data_root / DEV_LIST)
     totals = {n: {} for n in persists}
     for sample in pick_photos(samples, args.images):
         clip, truth = make_clip(sample, args.frames, size)
