@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from ufssd.config import TrainConfig
-from ufssd.data.augment import augment
+from ufssd.data.augment import augment, mark_small
 from ufssd.images import InputError, MissingInputError, decode_file
 from ufssd.widerface_files import DataError, Sample
 
@@ -141,9 +141,7 @@ class FitDataset(torch.utils.data.Dataset):
         canvas = np.zeros((self.resolution, self.resolution, 3), dtype=np.uint8)
         canvas[:nh, :nw] = resized
         boxes = np.asarray(sample.boxes, dtype=np.float32).reshape(-1, 4) * np.float32(s)
-        ignore = np.asarray(sample.ignore, dtype=bool).reshape(-1).copy()
-        side = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-        ignore |= side < self.min_face_px
+        ignore = mark_small(boxes, np.asarray(sample.ignore, dtype=bool).reshape(-1), self.min_face_px)
         return Item(
             image=torch.from_numpy(np.ascontiguousarray(canvas.transpose(2, 0, 1))),
             boxes=torch.from_numpy(boxes),
