@@ -39,9 +39,9 @@ def sha256(path: Path) -> str:
 
 def subset(data_root: Path, every: int = EVERY) -> list[str]:
     """The fixed part of the dev slice: lines 0, every, 2 * every, ... of ``dev_images.txt``."""
-    names = [ln.strip() for ln in (Path(data_root) / "dev_images.txt").read_text().splitlines()]
-    names = [n for n in names if n and not n.startswith("#")]
-    return names[::every]
+    from ufssd.widerface_files import DEV_LIST, read_image_list
+
+    return [f"{n}.jpg" for n in read_image_list(Path(data_root) / DEV_LIST)][::every]
 
 
 def measure(data_root: Path, names: list[str], weights: Path = WEIGHTS, threads: int = 1) -> dict[str, float]:
