@@ -12,7 +12,7 @@ from ufssd import atomic
 from ufssd.atomic import atomic_write, atomic_write_bytes, atomic_write_text
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "ufssd"
-WRITERS = {"atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_path"}
+WRITERS = {"atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_write_csv", "atomic_path"}
 
 
 @pytest.fixture

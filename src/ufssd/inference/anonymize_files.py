@@ -34,8 +34,7 @@ from ufssd.atomic import atomic_write, atomic_write_text
 from ufssd.inference.anonymize import AnonymizeConfig, face_records, hide_faces
 from ufssd.inference.face_tracker import DEFAULT_PERSIST
 from ufssd.inference.files import OutputPaths
-from ufssd.inference import InputError
-from ufssd.inference.io import InputFile, collect_inputs, load_image
+from ufssd.inference.io import InputError, InputFile, collect_inputs, load_image
 
 __all__ = ["anonymize_files", "BlurSummary"]
 

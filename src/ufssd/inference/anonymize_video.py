@@ -27,7 +27,7 @@ from typing import Any
 from ufssd.atomic import atomic_path
 from ufssd.inference.anonymize import AnonymizeConfig, face_records, hide_faces
 from ufssd.inference.face_tracker import DEFAULT_PERSIST, FaceTracker
-from ufssd.inference import MissingInputError, UnreadableVideoError
+from ufssd.inference.io import MissingInputError, UnreadableVideoError
 
 __all__ = ["VideoReport", "anonymize_video", "VIDEO_ENCODERS"]
 
