@@ -10,6 +10,7 @@ from ufssd.geometry.masks import (
     square_overlap,
 )
 from ufssd.geometry.matching import BACKGROUND, IGNORE, POSITIVE, build_targets, match_anchors, valid_faces
+from ufssd.geometry.padded import build_targets_padded, gt_masks_padded, match_anchors_padded
 from ufssd.geometry.pairs import BoxIndex, build_box_index, overlapping_pairs, paired_iou
 
 __all__ = [
@@ -32,6 +33,9 @@ __all__ = [
     "mask_square_sides",
     "square_overlap",
     "square_face_iou",
+    "match_anchors_padded",
+    "build_targets_padded",
+    "gt_masks_padded",
     "BoxIndex",
     "build_box_index",
     "overlapping_pairs",
