@@ -10,10 +10,20 @@ Two measurements:
   in the DataLoader workers and once in the main process; images/s from its log (first log
   interval dropped). This answers where the targets should be computed.
 
+* ``--device cuda|cpu``: the device data path of ``ufssd train --data-device`` (issue 16), three
+  ways, for each ``--batches`` size: the data path alone (``DeviceBatches``: augmentation and
+  targets of a batch from the resident pool), the training step alone (``Trainer.step`` on one
+  fixed batch; bf16 autocast on CUDA as in training) and both together (the trainer's loop),
+  each the median over ``--iters`` batches after ``--warmup``, the device synchronised around
+  each. The pool: ``--pack DIR`` (decoded on the device), else the first ``--pool-images``
+  training images of ``--data-root``.
+
 Usage::
 
     python benchmarks/bench_train.py                       # light + vgg16_ffmm_x1 at 640
     python benchmarks/bench_train.py --presets ufssd_light_ffmm_x1 --pipeline --threads 2
+    python benchmarks/bench_train.py --device cuda --pack .device_data/pack --batches 64 128 256
+    python benchmarks/bench_train.py --device cpu --batches 4 8 --iters 3 --threads 2
 
 Threads: ``--threads`` (default: torch's default, the number of cores). ``OMP_WAIT_POLICY`` is
 PASSIVE unless set (as in ``ufssd train``): on a busy machine spinning OpenMP threads make a
@@ -135,6 +145,64 @@ def bench_pipeline(preset: str, resolution: int, batch: int, iters: int, workers
     return out
 
 
+def _timed(fn, iters: int, warmup: int, device: torch.device) -> float:
+    """Median seconds of ``fn()`` over ``iters`` calls after ``warmup``, the device synchronised."""
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def bench_device(
+    preset: str, resolution: int, batches: list[int], device: str, pack: Path | None, data_root: Path | None,
+    pool_images: int, iters: int, warmup: int,
+) -> list[dict]:
+    """Images/s of the device data path alone, the step alone and both, per batch size."""
+    from ufssd.data import read_split
+    from ufssd.train import RunConfig
+    from ufssd.train import distributed as D
+    from ufssd.train.device_data import pool_from_pack, pool_from_samples
+    from ufssd.train.trainer import Trainer
+
+    if pack is None and data_root is None:
+        raise SystemExit("--device needs --pack or the WIDER data (--data-root)")
+    samples = [] if pack is not None else read_split(data_root, "train")[:pool_images]
+    info = D.init_distributed(device)
+    rows = []
+    t0 = time.perf_counter()
+    pool = pool_from_pack(pack, device) if pack is not None else pool_from_samples(samples, device, max_side=1024)
+    print(f"pool: {len(pool)} images, {pool.nbytes / 2**30:.2f} GiB on {device}, in {time.perf_counter() - t0:.1f} s")
+    with tempfile.TemporaryDirectory() as tmp:
+        for batch in batches:
+            cfg = replace(get_preset(preset), train={"resolution": resolution, "batch_size": batch, "iters": 10**6})
+            run = RunConfig(data_device=device, progress=False, tensorboard=False, device=device)
+            trainer = Trainer(cfg, samples, Path(tmp) / f"b{batch}", run, info, pool=pool)
+            trainer.model.train()
+            stream = trainer.open_device_batches()
+            data_s = _timed(lambda: next(stream), iters, warmup, info.device)
+            fixed = next(stream)
+            step_s = _timed(lambda: trainer.step(fixed), iters, warmup, info.device)
+            both_s = _timed(lambda: trainer.step(next(stream)), iters, warmup, info.device)
+            rows.append({"batch": batch, "data": batch / data_s, "step": batch / step_s, "both": batch / both_s,
+                         "pool": len(pool), "pool_gib": pool.nbytes / 2**30})  # fmt: skip
+            print(f"{preset} @{resolution} batch {batch:>4} on {info.device}: data path {batch / data_s:9.1f} img/s, "
+                  f"step {batch / step_s:9.1f} img/s, both {batch / both_s:9.1f} img/s  "
+                  f"(pool {len(pool)} images, {pool.nbytes / 2**30:.2f} GiB)", flush=True)  # fmt: skip
+    D.cleanup(info)
+    return rows
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--presets", nargs="+", default=["ufssd_light_ffmm_x1", "ufssd_vgg16_ffmm_x1"])
@@ -148,6 +216,10 @@ def main() -> int:
     p.add_argument("--pipeline", action="store_true", help="also time the whole trainer: targets in workers vs main")
     p.add_argument("--pipeline-iters", type=int, default=24)
     p.add_argument("--workers", type=int, default=1, help="DataLoader workers for --pipeline")
+    p.add_argument("--device", help="cuda or cpu: benchmark the device data path (--data-device) instead")
+    p.add_argument("--batches", type=int, nargs="+", default=[64, 128, 256], help="batch sizes of --device")
+    p.add_argument("--pack", type=Path, help="--device: the pool from this pack (default: --data-root's train)")
+    p.add_argument("--pool-images", type=int, default=256, help="--device without --pack: images in the pool")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -158,6 +230,12 @@ def main() -> int:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, "
           f"load avg {os.getloadavg()}")  # fmt: skip
+    if args.device:
+        for preset in args.presets[:1] if args.presets == ["ufssd_light_ffmm_x1", "ufssd_vgg16_ffmm_x1"] else args.presets:
+            bench_device(preset, args.resolution, args.batches, args.device, args.pack, data_root,
+                         args.pool_images, args.iters, args.warmup)  # fmt: skip
+        print(f"load avg after: {os.getloadavg()}")
+        return 0
     print(f"data: {'WIDER FACE train crops (augmented)' if data_root else 'synthetic'}; "
           f"median of {args.iters} steps after {args.warmup} warm-up; float32 on the CPU")  # fmt: skip
     print(f"{'preset':<24} {'res':>5} {'batch':>5} {'params(M)':>9} {'s/step':>8} {'img/s':>7} {'targets s/batch':>16}")

@@ -1,14 +1,14 @@
 """Pack the trainable WIDER FACE images for the GPU machine, and plan the calls that carry them.
 
     python scripts/pack_device_data.py --data-root ~/widerface-all --out .device_data/pack \\
-        --max-side 1024 --quality 90 --shard-mib 56
+        --max-side 1024 --quality 75 --shard-mib 56
 
 Packs (``ufssd.data.pack.write_pack``) every image the trainer may use: the train split and the
 val images of ``val_train_images.txt``, never those of ``dev_images.txt`` (the script stops if
 the two lists overlap). Then prints the pack's size, its shards, and which shards each ``device``
 call carries: at most ``--call-mib`` MiB of carried files per call (the work tree, about 3 MiB,
-travels too, within the 64 MiB of a call) and at most 8 carried paths; the manifest goes with the
-last call, so the pack is complete (and ``verify_pack`` passes) only once every call has arrived.
+travels too, within the 64 MiB of a call) and at most 8 carried paths (``ufssd.data.pack.plan_transfer``; ``scripts/device_train.py plan`` prints
+the same calls with their commands); the manifest goes with the last call, so the pack is complete (and ``verify_pack`` passes) only once every call has arrived.
 A warm machine keeps the ignored files of earlier calls, so the calls must follow each other
 closely (``docs/data.md``, "Packs for the device").
 """
@@ -22,22 +22,6 @@ import sys
 from pathlib import Path
 
 _MIB = 2**20
-MAX_CARRY_PATHS = 8
-
-
-def plan_calls(files: list[tuple[str, int]], call_mib: float) -> list[list[tuple[str, int]]]:
-    """Group ``(path, bytes)`` files, in order, into calls of at most ``call_mib`` MiB and
-    :data:`MAX_CARRY_PATHS` paths each; raises ValueError for a file larger than a call."""
-    limit = call_mib * _MIB
-    calls: list[list[tuple[str, int]]] = []
-    for path, size in files:
-        if size > limit:
-            raise ValueError(f"{path}: {size / _MIB:.1f} MiB does not fit in one call of {call_mib} MiB")
-        last = calls[-1] if calls else None
-        if last is None or sum(s for _, s in last) + size > limit or len(last) >= MAX_CARRY_PATHS:
-            calls.append([])
-        calls[-1].append((path, size))
-    return calls
 
 
 def carried_files(out: Path, manifest) -> list[tuple[str, int]]:
@@ -59,7 +43,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data-root", type=Path, default=Path("~/widerface-all"), help="WIDER FACE root")
     p.add_argument("--out", type=Path, default=Path(".device_data/pack"), help="the pack folder (git-ignored)")
     p.add_argument("--max-side", type=int, default=1024, help="longer image side after packing (default 1024)")
-    p.add_argument("--quality", type=int, default=90, help="JPEG quality (default 90)")
+    p.add_argument("--quality", type=int, default=75,
+                   help="JPEG quality (default 75: the originals' own; dev AP unchanged, docs/data.md)")
     p.add_argument("--shard-mib", type=float, default=56, help="shard size limit in MiB (default 56)")
     p.add_argument("--call-mib", type=float, default=60, help="carried MiB per device call (default 60)")
     p.add_argument("--overwrite", action="store_true", help="replace a different pack in --out")
@@ -88,7 +73,7 @@ def trainable_samples(root: Path) -> list:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    from ufssd.data.pack import write_pack
+    from ufssd.data.pack import plan_transfer, write_pack
     from ufssd.widerface_files import VAL_TRAIN_LIST, DataError
 
     try:
@@ -107,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
           f"manifest {files[-1][1] / _MIB:.2f} MiB ({args.out}{os.sep})")
     for item in manifest.left_out:
         print(f"  left out: {item.name}: {item.reason}")
-    calls = plan_calls(files, args.call_mib)
+    calls = plan_transfer(files, args.call_mib)
     print(f"{len(calls)} device calls of at most {args.call_mib:g} MiB carried each, back to back:")
     for k, call in enumerate(calls, start=1):
         mib = sum(s for _, s in call) / _MIB

@@ -19,9 +19,11 @@ case "${1:-v3}" in
   # v3 (shipped): from v2 on the device tool's H200, 15 minutes of device time in all. Prepared here:
   #   python scripts/pack_training_data.py            (-> .device_data/widerface, 50.6 MiB)
   #   cp "$RUNS/light_ffmm_v2/final.safetensors" .device_data/init.safetensors
-  # then one device run (carry .device_data), 3,230 iterations at batch 64, 640 px, in 530 s:
-  #   BUDGET=510 EXTRA="--threads 2" bash scripts/device_train.sh   (OUT set by the device tool)
+  # then one device run (carry .device_data), 3,230 iterations at batch 64, 640 px, in 530 s. It ran
+  # through a probe-then-resume driver (since replaced by --time-budget, scripts/device_train.py) that
+  # chose --iters 3230; the same recipe as one command on the device (python3 there, PYTHONPATH=src):
+  #   python3 -m ufssd train --preset ufssd_light_ffmm_x1 --data-root .device_data/widerface --init .device_data/init.safetensors --batch-size 64 --lr 0.01 --grad-clip 10 --resolution 640 --warmup 100 --iters 3230 --workers 15 --threads 2 --no-progress --no-tensorboard --out $OUT/run
   # Its run folder came back as $RUNS/light_ffmm_gpu1/run; without a GPU this stage is not re-run here.
-  v3) grep -A4 "^  # v3" "$0" | sed 's/^  # //' ;;
+  v3) grep -A6 "^  # v3" "$0" | sed 's/^  # //' ;;
   *) echo "unknown stage $1 (v1, v2, v3)" >&2; exit 2 ;;
 esac

@@ -181,7 +181,10 @@ def test_boxes_follow_pixels(flip_p: float) -> None:
     out = augment_batch(images, sizes, b, i, p, torch.Generator().manual_seed(1), cfg)
     assert out.images.shape == (n, 3, 96, 96) and out.images.dtype == torch.uint8
     assert out.present.all() and not out.ignore.any()  # the only face: its centre is always kept
-    assert out.flipped.all() if flip_p == 1.0 else not out.flipped.any() if flip_p == 0.0 else True
+    if flip_p in (0.0, 1.0):
+        assert out.flipped.tolist() == [flip_p == 1.0] * n
+    else:  # 12 draws at p = 0.5 with this seed: both sides occur (all-equal has p = 2 / 4096)
+        assert 0 < int(out.flipped.sum()) < n
     for k in range(n):
         np.testing.assert_allclose(_white_extent(out.images[k]), out.boxes[k, 0].numpy(), atol=1.5)
 

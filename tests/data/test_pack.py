@@ -21,6 +21,7 @@ from ufssd.data.pack import (
     PackError,
     encode_image,
     load_pack,
+    plan_transfer,
     read_manifest,
     shrink,
     verify_pack,
@@ -268,12 +269,12 @@ def test_plan_calls_fills_each_call_up_to_its_limit(load_script) -> None:
     script = load_script("pack_device_data")
     mib = 2**20
     files = [("s0", 56 * mib), ("s1", 56 * mib), ("s2", 10 * mib), ("manifest.json", 3 * mib)]
-    calls = script.plan_calls(files, 60)
+    calls = plan_transfer(files, 60)
     assert [[p for p, _ in call] for call in calls] == [["s0"], ["s1"], ["s2", "manifest.json"]]
     small = [(f"s{k}", mib) for k in range(9)]  # at most 8 carried paths per call
-    assert [len(c) for c in script.plan_calls(small, 60)] == [8, 1]
+    assert [len(c) for c in plan_transfer(small, 60)] == [8, 1]
     with pytest.raises(ValueError, match="does not fit"):
-        script.plan_calls([("big", 61 * mib)], 60)
+        plan_transfer([("big", 61 * mib)], 60)
     with pytest.raises(SystemExit):
         script.parse_args(["--shard-mib", "70", "--call-mib", "60"])
 

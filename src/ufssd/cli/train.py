@@ -9,6 +9,7 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,6 +32,8 @@ examples:
   ufssd train --preset ufssd_light_ffmm_x1 --data-root ../shared/data/widerface \\
       --out ~/runs/light --iters 20000 --batch-size 16 --resume \\
       --eval-every 2000 --eval-subset ../shared/data/widerface/dev_images.txt
+  ufssd train --preset ufssd_light_ffmm_x1 --data-device cuda --pack .device_data/pack \\
+      --batch-size 256 --out runs/gpu --resume          # images, augmentation, targets on the GPU
   torchrun --nproc_per_node=8 -m ufssd train --preset ufssd_vgg16_ffmm_x1 \\
       --data-root /data/widerface --out /runs/vgg_x1 --resume
 """
@@ -96,6 +99,17 @@ def _add_run(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
     g.add_argument("--no-tensorboard", action="store_true", help="no TensorBoard events")
     g.add_argument("--stop-at", type=int, metavar="STEP", help="stop after this step (checkpointed), resumable")
+    g.add_argument("--data-device", metavar="DEVICE",
+                   help="keep the images on the training device (cuda, cuda:N or cpu) and augment and target "
+                   "whole batches there instead of in loader workers (docs/data.md)")
+    g.add_argument("--time-budget", type=float, metavar="SECONDS",
+                   help="train about this long: a speed probe, then --iters sized to the time left, the "
+                   "whole schedule (milestones, warm-up clip) following it")
+    g.add_argument("--probe-steps", type=int, default=50, metavar="N",
+                   help="steps of the --time-budget speed probe (default 50; speed from its second half)")
+    g.add_argument("--pack", metavar="DIR",
+                   help="with --data-device: train on this pack (scripts/pack_device_data.py) instead of "
+                   "--data-root/--source")
 
 
 def _add_evaluation(g: argparse._ArgumentGroup) -> None:
@@ -128,17 +142,33 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     cfg = _config(args)
     data_root = Path(args.data_root) if args.data_root else None
-    specs = _sources(args, data_root)
+    if args.pack and not args.data_device:
+        raise CLIError("--pack needs --data-device (the pack is read by the device data path)")
+    specs = [] if args.pack else _sources(args, data_root)
     out_dir = Path(args.out).expanduser() if args.out else Path("runs") / args.preset
     try:
         eval_spec = _eval_spec(args, data_root)
         exclude = [eval_spec.image_root / f"{n}.jpg" for n in eval_spec.names] if eval_spec else []
-        samples = read_training_samples(specs, exclude_images=exclude)
+        samples = read_training_samples(specs, exclude_images=exclude) if specs else []
+        if args.pack and eval_spec is not None:
+            _check_pack_excludes(Path(args.pack), eval_spec.names)
         result = train(cfg, samples, out_dir, _run_config(args, eval_spec))
     except (DataError, TrainingError, CheckpointError, WeightFileError, FileNotFoundError) as exc:
         raise CLIError(str(exc)) from exc
     logger.debug("stopped at step %d (finished: %s)", result.step, result.finished)
     return 0
+
+
+def _check_pack_excludes(pack: Path, eval_names: Sequence[str]) -> None:
+    """Refuse a pack that holds an image the periodic evaluation scores."""
+    from ufssd.data.pack import read_manifest
+
+    shared = sorted(set(read_manifest(pack).names) & set(eval_names))
+    if shared:
+        raise CLIError(
+            f"{pack} holds {len(shared)} image(s) of the evaluation set (e.g. {shared[0]}): "
+            "pack without them or evaluate on another list"
+        )
 
 
 def _config(args: argparse.Namespace) -> DetectorConfig:
@@ -232,5 +262,9 @@ def _run_config(args: argparse.Namespace, eval_spec: EvalSpec | None) -> RunConf
         deterministic=args.deterministic,
         stop_at=args.stop_at,
         tensorboard=not args.no_tensorboard,
+        data_device=args.data_device,
+        pack=args.pack,
+        time_budget_s=args.time_budget,
+        probe_steps=args.probe_steps,
         **({"worker_start": args.worker_start} if args.worker_start else {}),
     )

@@ -41,6 +41,7 @@ from ufssd.widerface_files import DataError, Sample
 __all__ = [
     "FORMAT",
     "MANIFEST_NAME",
+    "MAX_CARRY_PATHS",
     "VERSION",
     "LeftOut",
     "PackEntry",
@@ -51,6 +52,7 @@ __all__ = [
     "decode_jpegs",
     "encode_image",
     "load_pack",
+    "plan_transfer",
     "read_manifest",
     "shard_name",
     "shrink",
@@ -582,3 +584,24 @@ def _decode_batch(
                 f"(3, {entry.height}, {entry.width})"
             )
     return images
+
+
+# ---------------------------------------------------------------------------------------------
+# the transfer: which files each call of the device tool carries
+
+MAX_CARRY_PATHS = 8  # paths one call may carry
+
+
+def plan_transfer(files: list[tuple[str, int]], call_mib: float) -> list[list[tuple[str, int]]]:
+    """Group ``(path, bytes)`` files, in order, into calls of at most ``call_mib`` MiB and
+    :data:`MAX_CARRY_PATHS` paths each; raises ValueError for a file larger than a call."""
+    limit = call_mib * _MIB
+    calls: list[list[tuple[str, int]]] = []
+    for path, size in files:
+        if size > limit:
+            raise ValueError(f"{path}: {size / _MIB:.1f} MiB does not fit in one call of {call_mib} MiB")
+        last = calls[-1] if calls else None
+        if last is None or sum(s for _, s in last) + size > limit or len(last) >= MAX_CARRY_PATHS:
+            calls.append([])
+        calls[-1].append((path, size))
+    return calls

@@ -115,6 +115,15 @@ def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
     return out / dist.get_world_size()
 
 
+def broadcast_floats(values: list[float], device: torch.device | None = None, src: int = 0) -> list[float]:
+    """Rank ``src``'s ``values`` on every rank (the values themselves when not distributed)."""
+    if not _active():
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.broadcast(t, src)
+    return t.tolist()
+
+
 def broadcast_buffers(model: nn.Module, src: int = 0) -> None:
     """Copy rank ``src``'s buffers (BatchNorm running statistics) to every rank."""
     if not _active():

@@ -179,6 +179,11 @@ class ProgressBar:
         if self._bar is not None:
             self._bar.update(n)
 
+    def set_total(self, total: int) -> None:
+        if self._bar is not None:
+            self._bar.total = total
+            self._bar.refresh()
+
     def postfix(self, values: Mapping[str, Any]) -> None:
         if self._bar is not None:
             self._bar.set_postfix(

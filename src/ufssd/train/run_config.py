@@ -81,6 +81,19 @@ class RunConfig:
             available: a clean process, safe whatever threads the caller's process has already
             started, e.g. OpenCV's pool, which deadlocks a forked child), ``"fork"``,
             ``"spawn"``, or None for the platform default.
+        data_device: keep the images on this device (the training device: ``"cuda"``,
+            ``"cuda:N"`` or ``"cpu"``) and augment and target whole batches there
+            (:mod:`ufssd.train.device_data`) instead of the DataLoader workers; None: the loader.
+        pack: with ``data_device``, read the images from this pack (``ufssd.data.pack``)
+            instead of the samples given to the trainer.
+        pool_max_side: with ``data_device`` and samples, shrink images whose longer side
+            exceeds this before they enter the pool (a pack's own setting applies to a pack).
+        time_budget_s: train for about this many seconds of wall time (the loop, from its
+            start): after ``probe_steps`` steps, ``iters`` becomes the steps that fit in the
+            time left at the speed measured over the probe's second half, and the whole
+            schedule (warm-up clip, milestones) follows it, so the run ends fully annealed. The
+            chosen ``iters`` is kept in the checkpoint: a resumed run continues to it.
+        probe_steps: the steps of the speed probe of ``time_budget_s``.
     """
 
     resume: bool = False
@@ -99,6 +112,11 @@ class RunConfig:
     stop_at: int | None = None
     tensorboard: bool = True
     worker_start: str | None = DEFAULT_WORKER_START
+    data_device: str | None = None
+    pack: str | os.PathLike | None = None
+    pool_max_side: int | None = 1024
+    time_budget_s: float | None = None
+    probe_steps: int = 50
 
     def __post_init__(self) -> None:
         problems = []
@@ -116,6 +134,16 @@ class RunConfig:
             problems.append(f"warmup_max_fraction must be in [0, 1], got {self.warmup_max_fraction}")
         if self.worker_start is not None and self.worker_start not in WORKER_STARTS:
             problems.append(f"worker_start must be one of {WORKER_STARTS} or None, got {self.worker_start!r}")
+        if self.pack is not None and self.data_device is None:
+            problems.append("a pack is read only by the device data path: give data_device too")
+        if self.data_device is not None and not self.augment:
+            problems.append("the device data path always augments (no augment=False)")
+        if self.pool_max_side is not None and self.pool_max_side < 32:
+            problems.append(f"pool_max_side must be >= 32, got {self.pool_max_side}")
+        if self.time_budget_s is not None and not self.time_budget_s > 0:
+            problems.append(f"time_budget_s must be positive, got {self.time_budget_s}")
+        if self.probe_steps < 2:
+            problems.append(f"probe_steps must be >= 2, got {self.probe_steps}")
         if self.eval_spec is not None and self.eval_spec.metric not in EVAL_METRICS:
             problems.append(f"eval metric must be one of {EVAL_METRICS}, got {self.eval_spec.metric!r}")
         if problems:

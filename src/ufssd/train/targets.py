@@ -12,13 +12,26 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from ufssd.config import DetectorConfig
-from ufssd.geometry import anchors_for_input, build_targets, feature_sizes, gt_masks, padded_size
+from ufssd.geometry import (
+    anchors_for_input,
+    build_targets,
+    build_targets_padded,
+    feature_sizes,
+    gt_masks,
+    gt_masks_padded,
+    padded_size,
+)
 
-__all__ = ["TrainBatch", "TargetBuilder", "TargetCollate", "mask_levels"]
+__all__ = ["CHUNK_ELEMENTS", "TrainBatch", "TargetBuilder", "TargetCollate", "mask_levels"]
+
+# images x anchors x faces of one chunk of TargetBuilder.padded (float32 IoUs: 1 GiB and a few
+# temporaries of the same size; 34,125 anchors at 640 px -> e.g. 128 images of 61 faces)
+CHUNK_ELEMENTS = 2**28
 
 
 class TrainBatch(NamedTuple):
@@ -136,6 +149,55 @@ class TargetBuilder:
         ffmm, mcdm = self.masks(height, width, boxes, ignore, device)
         return TrainBatch(images, labels, deltas, ffmm, mcdm, boxes, ignore, list(names))
 
+    def padded(
+        self,
+        images: Tensor,
+        boxes: Tensor,
+        ignore: Tensor,
+        counts: Sequence[int] | np.ndarray,
+        names: Sequence[str] = (),
+        chunk_elements: int | None = None,
+    ) -> TrainBatch:
+        """Targets of a batch whose faces are padded (``ufssd.data.batch_augment``), with no host
+        synchronisation: the same labels, deltas and masks as :meth:`__call__` on the unpadded
+        faces (:func:`ufssd.geometry.build_targets_padded`, :func:`ufssd.geometry.gt_masks_padded`).
+
+        Args:
+            images: ``(N, 3, H, W)`` on the training device.
+            boxes, ignore: ``(N, G, 4)``, ``(N, G)``; padded or dropped rows have a zero box and
+                ignore True.
+            counts: host numbers, an upper bound on the rows in use of each image (its faces
+                before the crop). The batch is cut into runs of consecutive images whose
+                ``images x anchors x max(count)`` stays under ``chunk_elements`` (default
+                :data:`CHUNK_ELEMENTS`), each matched with its own face count; sort the batch by
+                count for few, tight chunks.
+        """
+        device = images.device
+        height, width = int(images.shape[-2]), int(images.shape[-1])
+        anchors = self.anchors(height, width, device)
+        ph, pw = self.input_size(height, width)
+        sizes = feature_sizes(ph, pw, self.cfg.anchors.strides)
+        levels = tuple(sorted(set(self.ffmm_levels) | set(self.mcdm_levels)))
+        labels, deltas, masks = [], [], []
+        for lo, hi, g in _chunks(np.asarray(counts, dtype=np.int64), anchors.shape[0], chunk_elements or CHUNK_ELEMENTS):
+            b, ig = boxes[lo:hi, :g], ignore[lo:hi, :g]
+            lab, dl = build_targets_padded(anchors, b, ig, self.cfg.match, self.cfg.anchors.variances)
+            labels.append(lab.to(torch.int64))
+            deltas.append(dl.to(torch.float32))
+            if levels:
+                masks.append(gt_masks_padded(b, ig, (ph, pw), sizes, self.cfg.anchors.sides, levels, self.cfg.gt_mask))
+        per_level = {lvl: torch.cat([m[k] for m in masks]) for k, lvl in enumerate(levels)} if levels else {}
+        return TrainBatch(
+            images,
+            torch.cat(labels),
+            torch.cat(deltas),
+            [per_level[lvl] for lvl in self.ffmm_levels],
+            [per_level[lvl] for lvl in self.mcdm_levels],
+            list(boxes.unbind(0)),
+            list(ignore.unbind(0)),
+            list(names),
+        )
+
     def from_batch(self, batch: Any, device: torch.device | str | None = None) -> TrainBatch:
         """Targets of a ``ufssd.data`` ``Batch`` (``images``, ``boxes``, ``ignore``, ``names``)."""
         images = batch.images if device is None else batch.images.to(device, non_blocking=True)
@@ -155,3 +217,20 @@ class TargetCollate:
             from ufssd.data import collate as collate_fn
         with torch.no_grad():
             return self.builder.from_batch(collate_fn(items))
+
+
+def _chunks(counts: np.ndarray, num_anchors: int, budget: int) -> list[tuple[int, int, int]]:
+    """Runs ``[lo, hi)`` of consecutive images and their face count ``g`` (the run's largest,
+    at least 1) such that ``(hi - lo) * num_anchors * g <= budget`` (a single image may exceed
+    it alone). Host arithmetic only."""
+    out: list[tuple[int, int, int]] = []
+    lo, g = 0, 1
+    for i, c in enumerate(counts.tolist()):
+        g_new = max(g, int(c), 1)
+        if i > lo and (i + 1 - lo) * num_anchors * g_new > budget:
+            out.append((lo, i, g))
+            lo, g_new = i, max(int(c), 1)
+        g = g_new
+    if counts.shape[0]:
+        out.append((lo, int(counts.shape[0]), g))
+    return out

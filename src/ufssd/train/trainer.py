@@ -54,6 +54,7 @@ from ufssd.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from ufssd.train.device_data import DeviceBatches, DevicePool, pool_from_pack, pool_from_samples
 from ufssd.train.loader import make_loader
 from ufssd.train.logging_utils import TRAIN_LOG_FIELDS, CSVLog, EvalHistory, ProgressBar, TensorBoardLog
 from ufssd.train.periodic_eval import evaluate_model
@@ -75,6 +76,7 @@ __all__ = [
 
 FINAL_WEIGHTS_NAME = "final.safetensors"
 LOSS_KEYS = ("loss", "cls", "loc", "mask")
+BUDGET_MARGIN = 0.97  # of the time left after the probe: checkpoints and log rows take the rest
 # what rank 0 writes in the out folder (temporaries of these that a kill left are removed)
 OUT_FILES = (LAST_NAME, BEST_NAME, FINAL_WEIGHTS_NAME, "config.json", "train_log.csv", "eval_history.csv")
 
@@ -114,7 +116,7 @@ def train(
         TrainingError: bad knobs or config, a foreign out folder, a diverged loss.
     """
     run = dataclasses.replace(run or RunConfig(), **knobs)
-    if not samples:
+    if not samples and run.pack is None:
         raise TrainingError("no training samples")
     info = D.init_distributed(run.device)
     try:
@@ -138,7 +140,8 @@ class Trainer:
     The constructor sets the run up: the checkpoint (or a fresh start), the seeds, the model and
     optimizer (restored by :meth:`resume`), DDP, the output folder and the logs. :meth:`fit`
     runs the loop; each iteration is :meth:`step`, then :meth:`log`, :meth:`evaluate` and
-    :meth:`checkpoint`, each of which acts when its period comes.
+    :meth:`checkpoint`, each of which acts when its period comes. ``pool``: the device data
+    path's images already on the device (else loaded as ``run`` says).
     """
 
     def __init__(
@@ -148,6 +151,7 @@ class Trainer:
         out_dir: str | os.PathLike,
         run: RunConfig,
         info: D.DistInfo,
+        pool: DevicePool | None = None,
     ) -> None:
         run.check(cfg, info.world_size)
         self.cfg, self.samples, self.out_dir, self.run, self.info = cfg, samples, Path(out_dir), run, info
@@ -164,8 +168,13 @@ class Trainer:
         self.best: tuple[float, int] = (-math.inf, -1)  # (best metric value, its step)
         self.rows: list[dict[str, float]] = []  # the log rows of this call
         checkpoint = self._read_checkpoint()
+        self.pool = pool if pool is not None else self._load_pool()
+        self.device_batches: DeviceBatches | None = None
+        self._data_rng = None if checkpoint is None else checkpoint.get("data_rng")
         _seed_everything(self.tc.seed, self.device, run.deterministic)
         self._build(init=run.init if checkpoint is None else None)
+        self._budget_probe: tuple[int, float] | None = None  # (step, time) halfway through the probe
+        self.budget_fixed = False  # iters already chosen by the time budget
         if checkpoint is not None:
             self.resume(checkpoint)
         self._distribute()
@@ -197,6 +206,25 @@ class Trainer:
             )  # fmt: skip
         return checkpoint
 
+    def _load_pool(self) -> DevicePool | None:
+        """The device data path's images (``run.data_device``) on the training device, or None."""
+        run = self.run
+        if run.data_device is None:
+            return None
+        if torch.device(run.data_device).type != self.device.type:
+            raise TrainingError(f"--data-device {run.data_device} must be the training device ({self.device})")
+        t0 = time.perf_counter()
+        if run.pack is not None:
+            pool = pool_from_pack(run.pack, self.device)
+        else:
+            pool = pool_from_samples(self.samples, self.device, run.pool_max_side)
+        if self.main:
+            logger.info(
+                "device data: %d images on %s (%.2f GiB, decoded in %.1f s)",
+                len(pool), self.device, pool.nbytes / 2**30, time.perf_counter() - t0,
+            )  # fmt: skip
+        return pool
+
     def _build(self, init: str | os.PathLike | None) -> None:
         """The model (from ``init`` when given), the optimizer and the fp16 scaler."""
         model = build_model(self.cfg)
@@ -223,6 +251,9 @@ class Trainer:
             group.update(lr=self.lr_at(self.step_count), momentum=self.tc.momentum, weight_decay=self.tc.weight_decay)
         extra = dict(checkpoint.get("extra") or {})
         self.best = (float(extra.get("best_value", -math.inf)), int(extra.get("best_step", -1)))
+        if self.run.time_budget_s is not None and extra.get("budget_iters"):
+            self._set_iters(int(extra["budget_iters"]))
+            self.budget_fixed = True
         set_rng_state(checkpoint["rng"])
         if self.main:
             logger.info("resumed from %s at step %d of %d", self.out_dir / LAST_NAME, self.step_count, self.tc.iters)
@@ -244,17 +275,23 @@ class Trainer:
         stale = remove_stale_temporaries(self.out_dir, OUT_FILES)
         if stale:
             logger.info("removed %d temporary file(s) left by an interrupted write", stale)
-        config = config_to_dict(self.cfg)
-        atomic_write_text(self.out_dir / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
+        config = self._write_config()
         logger.info("resolved config:\n%s", json.dumps(config, indent=1, sort_keys=True))
         tc, info = self.tc, self.info
         logger.info(
             "training %s on %d images: %d iterations (from %d), batch %d = %d x %d per process on %s; "
             "lr %.4g (= %.4g x %d / %d), warm-up %d, milestones %s, amp %s, targets in %s",
-            self.cfg.name, len(self.samples), tc.iters, self.step_count, tc.batch_size, info.world_size,
+            self.cfg.name, len(self.pool) if self.pool is not None else len(self.samples), tc.iters, self.step_count, tc.batch_size, info.world_size,
             self.per_rank, self.device, self.base_lr, tc.lr, tc.batch_size, tc.base_batch_size, self.warmup,
-            self.milestones, tc.amp if self.device.type == "cuda" else "none (CPU)", self.run.targets,
+            self.milestones, tc.amp if self.device.type == "cuda" else "none (CPU)",
+            "batches on the device" if self.pool is not None else self.run.targets,
         )  # fmt: skip
+
+    def _write_config(self) -> dict[str, Any]:
+        """``out_dir/config.json``: the resolved config of the run (rank 0)."""
+        config = config_to_dict(self.cfg)
+        atomic_write_text(self.out_dir / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
+        return config
 
     def _open_logs(self) -> None:
         """The CSV log, the eval history, TensorBoard and the progress bar (rank 0 only)."""
@@ -280,8 +317,11 @@ class Trainer:
         builder = TargetBuilder(self.cfg) if self.run.targets == "main" else None
         loader = None
         self.t_start = time.perf_counter()
+        self.budget_start_step = self.step_count
         try:
-            if self.step_count < self.end:
+            if self.step_count < self.end and self.pool is not None:
+                batches = self.device_batches = self.open_device_batches()
+            elif self.step_count < self.end:
                 loader = make_loader(self.cfg, self.samples, self.info, self.step_count * self.per_rank, self.run)
                 batches = iter(loader)
             self.model.train()
@@ -292,6 +332,7 @@ class Trainer:
                 t1 = time.perf_counter()
                 losses, lr = self.step(batch)
                 self.meter.add(losses, data_s=t1 - t0, step_s=time.perf_counter() - t1)
+                self.fit_to_budget()
                 self.bar.update(1)
                 self.log(lr)
                 self.evaluate()
@@ -300,6 +341,14 @@ class Trainer:
             self._close_logs()
             del loader
         return self._finish()
+
+    def open_device_batches(self) -> DeviceBatches:
+        """The device path's batch stream from the current step (its generator from the checkpoint)."""
+        assert self.pool is not None
+        batches = DeviceBatches(self.cfg, self.pool, self.info, self.step_count * self.per_rank)
+        if self._data_rng is not None:
+            batches.set_state(self._data_rng)
+        return batches
 
     def step(self, batch: TrainBatch) -> tuple[dict[str, torch.Tensor], float]:
         """One optimizer step on ``batch`` (the MCDM masks go to the model); returns the losses
@@ -328,6 +377,46 @@ class Trainer:
             self.optimizer.step()
         self.step_count += 1
         return losses, lr
+
+    def _set_iters(self, iters: int) -> None:
+        """A new run length, and the schedule of it (the learning rate of the steps to come)."""
+        self.tc = dataclasses.replace(self.tc, iters=int(iters))
+        self.cfg = dataclasses.replace(self.cfg, train=self.tc)
+        self.end = self.tc.iters if self.run.stop_at is None else min(self.tc.iters, int(self.run.stop_at))
+        self.warmup = effective_warmup(self.tc, self.run.warmup_max_fraction)
+        self.milestones = milestone_steps(self.tc)
+        self.schedule = WarmupMultiStep(self.warmup, self.milestones, self.tc.lr_gamma)
+
+    def fit_to_budget(self) -> None:
+        """``run.time_budget_s``: halfway through the probe, note the step and the time; at its
+        end, size ``iters`` to the time left at the speed in between (every rank computes it
+        from rank 0's numbers, so all agree)."""
+        budget, probe = self.run.time_budget_s, self.run.probe_steps
+        if budget is None or self.budget_fixed:
+            return
+        done = self.step_count - self.budget_start_step
+        if done == probe // 2 or done == probe:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)  # the queued steps, so that the clock is the GPU's
+            now = time.perf_counter()
+            if done == probe // 2:
+                self._budget_probe = (self.step_count, now)
+                return
+            assert self._budget_probe is not None
+            step0, t0 = self._budget_probe
+            speed = (self.step_count - step0) / max(now - t0, 1e-9)
+            rate, left = D.broadcast_floats([speed, budget - (now - self.t_start)], self.device)
+            iters = self.step_count + max(1, int(left * rate * BUDGET_MARGIN))
+            self._set_iters(iters)
+            self.budget_fixed = True
+            self.bar.set_total(iters)
+            if self.main:
+                self._write_config()
+                logger.info(
+                    "time budget %.0f s: %.2f steps/s (%.0f images/s) over the probe; %.0f s left -> iters %d, "
+                    "warm-up %d, milestones %s",
+                    budget, rate, rate * self.tc.batch_size, left, iters, self.warmup, self.milestones,
+                )  # fmt: skip
 
     def log(self, lr: float) -> None:
         """Every ``log_every`` steps and at the end: the mean losses over the interval (averaged
@@ -403,7 +492,9 @@ class Trainer:
             "config": config_to_dict(self.cfg),
             "world_size": self.info.world_size,
             "batch_size": self.tc.batch_size,
-            "extra": {"best_value": self.best[0], "best_step": self.best[1], "metric": metric},
+            "extra": {"best_value": self.best[0], "best_step": self.best[1], "metric": metric,
+                      "budget_iters": self.tc.iters if self.budget_fixed else 0},  # fmt: skip
+            **({"data_rng": self.device_batches.state()} if self.device_batches is not None else {}),
         }
 
     def _finish(self) -> TrainResult:
@@ -469,6 +560,8 @@ class _Meter:
 def _next_batch(batches: Iterator[Any], builder: TargetBuilder | None, device: torch.device) -> TrainBatch:
     """The next batch on ``device``, its targets built here when ``builder`` is given."""
     batch = next(batches)
+    if isinstance(batch, TrainBatch) and batch.images.device == device:  # the device data path
+        return batch
     batch = builder.from_batch(batch, device) if builder is not None else batch.to(device, non_blocking=True)
     assert isinstance(batch, TrainBatch)
     return batch
