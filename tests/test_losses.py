@@ -173,12 +173,43 @@ def test_anchor_frame_boxes_is_decode_scaled_by_the_anchor_side():
     torch.testing.assert_close(anchor_frame_boxes(t, CODING), expected)
 
 
-def test_unknown_loss_kinds_are_named():
-    logits, deltas, targets, labels = _batch()
+def test_unknown_loss_kinds_are_named_when_the_config_is_made():
+    """Checked once, where the LossConfig is made (a preset, --set, a checkpoint's config), not
+    on every training step."""
+    from ufssd.config import LossConfig, config_from_dict, config_to_dict
+    from ufssd.presets import get_preset
+
     with pytest.raises(ValueError, match="box loss 'iou2'"):
-        ufssd_loss(Out(logits, deltas), labels, targets, [], dataclasses.replace(CFG, box_loss="iou2"))
+        LossConfig(box_loss="iou2")
     with pytest.raises(ValueError, match="class loss 'focal'"):
-        ufssd_loss(Out(logits, deltas), labels, targets, [], dataclasses.replace(CFG, cls_loss="focal"))
+        dataclasses.replace(CFG, cls_loss="focal")
+    data = config_to_dict(get_preset("ufssd_light"))
+    data["loss"]["box_loss"] = "iou2"
+    with pytest.raises(ValueError, match="box loss 'iou2'"):
+        config_from_dict(data)
+
+
+def test_every_configurable_loss_kind_is_implemented():
+    from ufssd.config import BOX_LOSS_KINDS, CLS_LOSS_KINDS
+    from ufssd.losses import BOX_LOSSES
+
+    assert set(BOX_LOSS_KINDS) == {"smooth_l1", *BOX_LOSSES}
+    logits, deltas, targets, labels = _batch()
+    labels[:, :10] = POSITIVE
+    for box in BOX_LOSS_KINDS:
+        for cls in CLS_LOSS_KINDS:
+            cfg = dataclasses.replace(CFG, box_loss=box, cls_loss=cls)
+            out = ufssd_loss(Out(logits, deltas), labels, targets, [], cfg)
+            assert torch.isfinite(out["loss"]), (box, cls)
+
+
+def test_the_unit_anchor_is_made_once_per_device_and_dtype():
+    from ufssd.losses import _unit_anchor
+
+    a = _unit_anchor(torch.device("cpu"), torch.float32)
+    assert _unit_anchor(torch.device("cpu"), torch.float32) is a
+    assert _unit_anchor(torch.device("cpu"), torch.float64).dtype == torch.float64
+    assert a.tolist() == [-0.5, -0.5, 0.5, 0.5]
 
 
 def test_quality_focal_loss_hand_computed():

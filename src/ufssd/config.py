@@ -78,9 +78,18 @@ class ModelConfig:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 
+# the loss kinds LossConfig takes (ufssd.losses implements each; tests/test_losses.py checks that)
+BOX_LOSS_KINDS = ("smooth_l1", "giou", "diou", "ciou")
+CLS_LOSS_KINDS = ("ce", "qfl")
+
+
 @dataclass(frozen=True)
 class LossConfig:
-    """L = lambda1 * L_mask + lambda2 * L_C+L (Eqs. 4-5)."""
+    """L = lambda1 * L_mask + lambda2 * L_C+L (Eqs. 4-5).
+
+    The loss kinds are checked here, once, when the config is made (a preset, ``--set``, a
+    checkpoint's config): ``ValueError`` naming the unknown kind.
+    """
 
     lambda_mask: float = 1.0  # lambda1
     lambda_det: float = 1.0  # lambda2
@@ -97,6 +106,12 @@ class LossConfig:
     # predicted box with its face, so scores follow box quality and easy negatives learn ~0)
     cls_loss: str = "ce"
     qfl_beta: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.box_loss not in BOX_LOSS_KINDS:
+            raise ValueError(f"unknown box loss {self.box_loss!r}; expected one of {BOX_LOSS_KINDS}")
+        if self.cls_loss not in CLS_LOSS_KINDS:
+            raise ValueError(f"unknown class loss {self.cls_loss!r}; expected one of {CLS_LOSS_KINDS}")
 
 
 @dataclass(frozen=True)

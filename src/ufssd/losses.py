@@ -13,6 +13,7 @@ anchors take part in no term.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,12 +38,13 @@ __all__ = [
     "anchor_frame_boxes",
 ]
 
+# the IoU losses of LossConfig.box_loss (its other kind, "smooth_l1", is on the encoded deltas);
+# LossConfig checks the names, once, against ufssd.config.BOX_LOSS_KINDS
 BOX_LOSSES = {
     "giou": generalized_box_iou_loss,
     "diou": distance_box_iou_loss,
     "ciou": complete_box_iou_loss,
 }
-CLS_LOSSES = ("ce", "qfl")
 # one square anchor of side 1 at the origin: every anchor of the package is square
 _UNIT_ANCHOR = (-0.5, -0.5, 0.5, 0.5)
 
@@ -71,6 +73,13 @@ def hard_negatives(background_loss: Tensor, labels: Tensor, neg_pos_ratio: int, 
     return (rank < num_neg[:, None]) & is_background
 
 
+@functools.lru_cache(maxsize=None)
+def _unit_anchor(device: torch.device, dtype: torch.dtype) -> Tensor:
+    """The unit anchor ``(4,)`` on ``device``, copied there once (a copy per step would wait
+    for the device)."""
+    return torch.tensor(_UNIT_ANCHOR, dtype=dtype, device=device)
+
+
 def anchor_frame_boxes(deltas: Tensor, coding: AnchorConfig) -> Tensor:
     """Decode ``(..., 4)`` deltas against a unit square anchor at the origin -> ``(..., 4)`` xyxy.
 
@@ -78,20 +87,32 @@ def anchor_frame_boxes(deltas: Tensor, coding: AnchorConfig) -> Tensor:
     uniformly by ``1 / anchor side``: IoU, GIoU, DIoU and CIoU of two boxes of the same anchor are
     the same in this frame as in pixels, and the loss needs no anchors.
     """
-    unit = deltas.new_tensor(_UNIT_ANCHOR)
-    return decode(deltas, unit, coding.variances, coding.max_log_size)
+    return decode(deltas, _unit_anchor(deltas.device, deltas.dtype), coding.variances, coding.max_log_size)
 
 
-def box_loss(pred_deltas: Tensor, target_deltas: Tensor, kind: str, coding: AnchorConfig) -> Tensor:
+def box_loss(
+    pred_deltas: Tensor,
+    target_deltas: Tensor,
+    kind: str,
+    coding: AnchorConfig,
+    boxes: tuple[Tensor, Tensor] | None = None,
+) -> Tensor:
     """Summed box loss over ``(P, 4)`` positives: Smooth L1 (beta 1) on the encoded deltas (Eq. 5),
-    or ``1 - GIoU / DIoU / CIoU`` (torchvision.ops) of the decoded boxes (docs/boxes.md)."""
+    or ``1 - GIoU / DIoU / CIoU`` (torchvision.ops) of the decoded boxes (docs/boxes.md).
+
+    Args:
+        kind: a ``LossConfig.box_loss`` (checked there).
+        boxes: the predicted and target boxes already decoded by :func:`anchor_frame_boxes`, when
+            the caller has them (the QFL target needs them too); else decoded here.
+    """
     if kind == "smooth_l1":
         return F.smooth_l1_loss(pred_deltas, target_deltas, reduction="sum", beta=1.0)
-    if kind not in BOX_LOSSES:
-        raise ValueError(f"unknown box loss {kind!r}; expected 'smooth_l1' or one of {sorted(BOX_LOSSES)}")
-    pred = anchor_frame_boxes(pred_deltas, coding)
-    target = anchor_frame_boxes(target_deltas, coding)
+    pred, target = boxes if boxes is not None else _decoded_pair(pred_deltas, target_deltas, coding)
     return BOX_LOSSES[kind](pred, target, reduction="sum")
+
+
+def _decoded_pair(pred_deltas: Tensor, target_deltas: Tensor, coding: AnchorConfig) -> tuple[Tensor, Tensor]:
+    return anchor_frame_boxes(pred_deltas, coding), anchor_frame_boxes(target_deltas, coding)
 
 
 def quality_focal_loss(logits: Tensor, quality: Tensor, used: Tensor, beta: float) -> Tensor:
@@ -150,18 +171,18 @@ def detection_loss(
         cls: the class term, ``lambda3`` included; loc: ``lambda_loc / N_loc * sum box loss``.
     """
     _check_shapes(cls_logits, box_deltas, labels, target_deltas)
-    if cfg.cls_loss not in CLS_LOSSES:
-        raise ValueError(f"unknown class loss {cfg.cls_loss!r}; expected one of {CLS_LOSSES}")
     coding = coding or AnchorConfig()
     positive = labels == POSITIVE
     n_loc = positive.sum().clamp(min=1)
     pred, target = box_deltas.float()[positive], target_deltas.float()[positive]
-    loc = cfg.lambda_loc * box_loss(pred, target, cfg.box_loss, coding) / n_loc
+    # the decoded boxes, once, for whichever of the IoU box loss and the QFL target need them
+    boxes = _decoded_pair(pred, target, coding) if cfg.box_loss != "smooth_l1" or cfg.cls_loss == "qfl" else None
+    loc = cfg.lambda_loc * box_loss(pred, target, cfg.box_loss, coding, boxes) / n_loc
     logits = cls_logits.float()
     if cfg.cls_loss == "qfl":
         quality = torch.zeros(labels.shape, device=logits.device)
         with torch.no_grad():
-            iou = paired_iou(anchor_frame_boxes(pred, coding), anchor_frame_boxes(target, coding))
+            iou = paired_iou(boxes[0].detach(), boxes[1].detach())
         quality[positive] = iou.clamp(0.0, 1.0)
         used = positive | (labels == BACKGROUND)
         cls = cfg.lambda_conf * quality_focal_loss(logits, quality, used, cfg.qfl_beta) / n_loc
