@@ -27,9 +27,11 @@ which *downscales* large (but acceptable) images before the network.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,7 @@ __all__ = [
     "CorruptImageError",
     "ImageTooLargeError",
     "decode_file",
+    "open_file",
     "pil_to_rgb",
     "to_rgb_array",
     "check_pixels",
@@ -130,7 +133,25 @@ def decode_file(
     Raises:
         InputError: a subclass naming the problem (missing, empty, not an image, corrupt, too large).
     """
-    path = Path(path)
+    with _decoded(Path(path), exif, pixel_limit) as im:
+        return pil_to_rgb(im, Path(path))
+
+
+def open_file(
+    path: str | os.PathLike, *, exif: bool = True, pixel_limit: int | None = MAX_INPUT_PIXELS
+) -> Image.Image:
+    """An image file -> the decoded PIL image in the file's own mode, before :func:`decode_file`
+    converts it to RGB: for callers that keep the mode (``ufssd blur``), which decode once with
+    this and give the detector :func:`pil_to_rgb` of it. Arguments, checks and errors as
+    :func:`decode_file`."""
+    with _decoded(Path(path), exif, pixel_limit) as im:
+        return im
+
+
+@contextlib.contextmanager
+def _decoded(path: Path, exif: bool, pixel_limit: int | None) -> Iterator[Image.Image]:
+    """The decoded image of ``path`` (upright with ``exif``); every problem, in the body too, is
+    the :class:`InputError` that names it."""
     if not path.exists():
         raise MissingInputError(path, "no such file")
     if path.is_dir():
@@ -148,9 +169,7 @@ def decode_file(
             with Image.open(path) as im:
                 check_pixels(path, im.height, im.width, pixel_limit)
                 im.load()
-                if exif:
-                    im = ImageOps.exif_transpose(im)
-                return pil_to_rgb(im, path)
+                yield ImageOps.exif_transpose(im) if exif else im
     except InputError:
         raise
     except Image.DecompressionBombError as exc:  # PIL refuses > 2 x its own limit at open

@@ -95,6 +95,8 @@ def test_blur_usage_errors_and_choices(tmp_path, capsys):
     assert blur.PERSIST == face_tracker.DEFAULT_PERSIST
     assert main(["blur", str(tmp_path), "--out", str(tmp_path / "o"), "--expand", "-1", *MODEL]) == 2
     assert "expand must lie in [0, 10]" in capsys.readouterr().err
+    assert main(["blur", str(tmp_path), "--out", str(tmp_path / "o"), "--persist", "-1", *MODEL]) == 2
+    assert "persist must be >= 0 frames, got -1" in capsys.readouterr().err
 
 
 def write_clip(path: Path, frames: int, size=(64, 48), fps: int = 25, audio: bool = True, noise: bool = True) -> Path:

@@ -89,6 +89,38 @@ def test_pil_and_path_inputs_keep_type_mode_and_size(detector, hopper_path, hopp
     assert not out.info.get("exif")
 
 
+@pytest.fixture
+def decodes(monkeypatch) -> list:
+    """The image files Pillow decodes from now on (one entry per decode)."""
+    from PIL import ImageFile
+
+    real = ImageFile.ImageFile.load
+    calls = []
+
+    def load(self):
+        if self.tile:  # pixels still to decode (later calls on a loaded image decode nothing)
+            calls.append(getattr(self, "filename", None))
+        return real(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+    return calls
+
+
+def test_a_file_is_decoded_once(detector, hopper_path, tmp_path, decodes):
+    from ufssd import anonymize
+    from ufssd.inference.anonymize_files import anonymize_files
+
+    anonymize(hopper_path, detector)
+    assert decodes == [str(hopper_path)]
+    gray = tmp_path / "in" / "gray.png"  # a mode that is hidden as it is, not in RGB
+    gray.parent.mkdir()
+    Image.open(hopper_path).convert("L").save(gray)
+    decodes.clear()
+    summary = anonymize_files(detector, [gray], tmp_path / "out", AnonymizeConfig(), progress=False)
+    assert summary.processed == 1 and not summary.failed
+    assert decodes == [str(gray)]
+
+
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA", "P", "1", "I;16", "I", "F", "CMYK"])
 def test_hide_faces_keeps_every_pil_mode(hopper, hopper_faces, mode):
     image = Image.fromarray(hopper).convert(mode)
@@ -171,3 +203,7 @@ def test_face_records_and_config_errors():
     for bad in ({"method": "smudge"}, {"shape": "star"}, {"expand": -0.1}, {"score_threshold": 1.5}):
         with pytest.raises(ValueError):
             AnonymizeConfig(**bad)
+    # no threshold: the blur threshold, resolved in AnonymizeConfig.resolve only
+    assert AnonymizeConfig.resolve(None, method="fill") == AnonymizeConfig(method="fill")
+    assert AnonymizeConfig.resolve(None).score_threshold == BLUR_SCORE_THRESHOLD
+    assert AnonymizeConfig.resolve(0.7, shape="box") == AnonymizeConfig(shape="box", score_threshold=0.7)

@@ -71,16 +71,13 @@ def _interrupt(signum, frame) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ufssd.inference.anonymize import BLUR_SCORE_THRESHOLD, AnonymizeConfig
+    from ufssd.inference.anonymize import AnonymizeConfig
     from ufssd.inference.anonymize_files import anonymize_files
+    from ufssd.inference.face_tracker import check_persist
 
-    if args.persist < 0:
-        raise CLIError("--persist must be >= 0")
-    try:
-        cfg = AnonymizeConfig(
-            method=args.method, expand=args.expand, shape=args.shape,
-            score_threshold=BLUR_SCORE_THRESHOLD if args.threshold is None else args.threshold,
-        )
+    try:  # checked before the model loads
+        check_persist(args.persist)
+        cfg = AnonymizeConfig.resolve(args.threshold, method=args.method, expand=args.expand, shape=args.shape)
     except ValueError as exc:
         raise CLIError(str(exc)) from exc
     detector = detector_from_args(args)

@@ -25,12 +25,12 @@ import dataclasses
 import functools
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
+from ufssd.images import open_file
 from ufssd.inference.io import load_image
 
 __all__ = [
@@ -94,6 +94,15 @@ class AnonymizeConfig:
         if self.blur_sigma <= 0 or self.pixel_blocks < 1:
             raise ValueError("blur_sigma must be > 0 and pixel_blocks >= 1")
 
+    @classmethod
+    def resolve(cls, score_threshold: float | None = None, **options: Any) -> AnonymizeConfig:
+        """The config of ``options`` (method, expand, shape ...) with ``score_threshold``, where
+        ``None`` means :data:`BLUR_SCORE_THRESHOLD`: the one place that default is resolved
+        (:func:`anonymize`, ``ufssd blur --threshold``)."""
+        if score_threshold is not None:
+            options["score_threshold"] = float(score_threshold)
+        return cls(**options)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -135,25 +144,13 @@ def anonymize(
     Raises:
         ufssd.inference.InputError for an image that cannot be used; ValueError for bad options.
     """
-    cfg = AnonymizeConfig(
-        method=method, expand=expand, shape=shape,
-        score_threshold=BLUR_SCORE_THRESHOLD if score_threshold is None else float(score_threshold),
-    )
+    cfg = AnonymizeConfig.resolve(score_threshold, method=method, expand=expand, shape=shape)
     detector = detector if detector is not None else _default_detector()
-    if isinstance(image, (str, os.PathLike)):
-        rgb = load_image(image, pixel_limit=detector.pixel_limit)
-        image = open_upright(image)
-    else:
-        rgb = load_image(image, bgr=bgr, pixel_limit=detector.pixel_limit)
+    if isinstance(image, (str, os.PathLike)):  # decoded once: hidden in its own mode, detected in RGB
+        image = open_file(image, pixel_limit=detector.pixel_limit)
+    rgb = load_image(image, bgr=bgr, pixel_limit=detector.pixel_limit)
     result = detector.detect(rgb, score_threshold=cfg.score_threshold)
     return hide_faces(image, result.boxes, cfg)
-
-
-def open_upright(path: str | os.PathLike) -> Image.Image:
-    """A decodable image file as a PIL image in its own mode, turned upright by its EXIF tag."""
-    with Image.open(Path(path)) as im:
-        im.load()
-        return ImageOps.exif_transpose(im)
 
 
 def face_regions(boxes: np.ndarray, image_size: tuple[int, int], expand: float) -> np.ndarray:
@@ -193,7 +190,7 @@ def hide_faces(image: ImageLike, boxes: np.ndarray, cfg: AnonymizeConfig | None 
     says; no detection. Same input and output types as :func:`anonymize`; never changes the input."""
     cfg = cfg or AnonymizeConfig()
     if isinstance(image, (str, os.PathLike)):
-        image = open_upright(image)
+        image = open_file(image, pixel_limit=None)
     if isinstance(image, Image.Image):
         return _hide_pil(image, boxes, cfg)
     if isinstance(image, np.ndarray):

@@ -28,13 +28,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from ufssd.atomic import atomic_write, atomic_write_text
+from ufssd.images import open_file, pil_to_rgb
 from ufssd.inference.anonymize import AnonymizeConfig, face_records, hide_faces
-from ufssd.inference.face_tracker import DEFAULT_PERSIST
+from ufssd.inference.face_tracker import DEFAULT_PERSIST, check_persist
 from ufssd.inference.files import OutputPaths
-from ufssd.inference.io import InputError, InputFile, collect_inputs, load_image
+from ufssd.inference.io import InputError, InputFile, collect_inputs
 
 __all__ = ["anonymize_files", "BlurSummary"]
 
@@ -65,8 +66,7 @@ def anonymize_files(
     into ``out_dir``. ``persist`` applies to videos (:class:`~.face_tracker.FaceTracker`)."""
     from tqdm import tqdm
 
-    if persist < 0:
-        raise ValueError(f"persist must be >= 0, got {persist}")
+    check_persist(persist)
     summary = BlurSummary()
     items = collect_inputs(paths)
     files = [i for i in items if isinstance(i, InputFile)]
@@ -99,14 +99,16 @@ def anonymize_files(
 
 
 def _image(detector, item: InputFile, targets: OutputPaths, cfg: AnonymizeConfig, summary: BlurSummary) -> dict[str, Any]:
-    rgb = load_image(item.path, pixel_limit=detector.pixel_limit)  # every bad-input error, once
+    # decoded once (every bad-input error here): hidden in its own mode, detected in RGB
+    upright = open_file(item.path, pixel_limit=detector.pixel_limit)
+    rgb = pil_to_rgb(upright, item.path)
+    native = rgb if upright.mode == "RGB" else upright
     suffix, fmt = item.path.suffix, _format_of(item.path.suffix)
     if fmt is None:  # a file named directly, with no (writable) image extension
         suffix, fmt = ".png", "PNG"
     target = targets.with_suffix(item, suffix, ".json")
-    with Image.open(item.path) as src:
+    with Image.open(item.path) as src:  # the header only: the JPEG tables to write it again with
         options = _save_options(src, fmt)
-        native = rgb if src.mode == "RGB" else ImageOps.exif_transpose(_loaded(src))
     result = detector.detect(rgb, score_threshold=cfg.score_threshold)
     hidden = hide_faces(native, result.boxes, cfg)
     out = Image.fromarray(hidden) if isinstance(hidden, np.ndarray) else hidden
@@ -127,11 +129,6 @@ def _image(detector, item: InputFile, targets: OutputPaths, cfg: AnonymizeConfig
 
 
 _PNG_MODES = {"1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA"}
-
-
-def _loaded(im: Image.Image) -> Image.Image:
-    im.load()
-    return im
 
 
 def _format_of(suffix: str) -> str | None:

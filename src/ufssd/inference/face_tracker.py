@@ -16,11 +16,19 @@ import numpy as np
 import torch
 import torchvision
 
-__all__ = ["FaceTracker", "HiddenFaces", "DEFAULT_PERSIST"]
+__all__ = ["FaceTracker", "HiddenFaces", "DEFAULT_PERSIST", "check_persist"]
 
 # ``ufssd blur --persist`` by default (docs/anonymize.md, scripts/blur_persistence.py: the smallest N
 # with the best share of faces hidden in every frame of the measured clips)
 DEFAULT_PERSIST = 1
+
+
+def check_persist(persist: int) -> int:
+    """``persist`` if it is a valid number of frames (>= 0), else ``ValueError`` naming it: the
+    one check of ``--persist``, made before any file is processed (``ufssd blur``)."""
+    if persist < 0:
+        raise ValueError(f"persist must be >= 0 frames, got {persist}")
+    return persist
 
 
 @dataclass
@@ -49,8 +57,7 @@ class FaceTracker:
     """Feed one frame's detections at a time with :meth:`update`; it returns what to hide."""
 
     def __init__(self, persist: int, iou_threshold: float = 0.3) -> None:
-        if persist < 0:
-            raise ValueError(f"persist must be >= 0 frames, got {persist}")
+        check_persist(persist)
         if not 0.0 < iou_threshold <= 1.0:
             raise ValueError(f"iou_threshold must lie in (0, 1], got {iou_threshold}")
         self.persist = persist
