@@ -44,3 +44,16 @@ def test_predict_widerface_errors(tmp_path, capsys):
     args += ["--preset", "ufssd_light"]
     assert main(args) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_predict_widerface_threshold_flag_reaches_the_files(widerface_dir, tmp_path, capsys):
+    name = (widerface_dir / "dev_images.txt").read_text().split()[0]
+    subset = tmp_path / "subset.txt"
+    subset.write_text(name + "\n")
+    out = tmp_path / "pred"
+    args = ["predict-widerface", "--data-root", str(widerface_dir), "--subset", str(subset), "--out", str(out),
+            "--preset", "ufssd_light", "--no-progress", "--threshold", "0.5"]
+    assert main(args) == 0
+    assert "score >= 0.5," in capsys.readouterr().err
+    lines = (out / (name[:-4] + ".txt")).read_text().split("\n")[2:-1]
+    assert all(float(ln.split(" ")[4]) >= 0.5 for ln in lines)

@@ -15,7 +15,7 @@ HELP = "write WIDER FACE prediction files (then: ufssd evaluate)"
 DESCRIPTION = """\
 Detect faces in WIDER FACE images and write one <event>/<stem>.txt per image in the evaluator's
 format (x y w h score, floats, sorted by score; score threshold 0.01, NMS IoU 0.3, top 750).
-Prints the input policy used. Then: ufssd evaluate --pred PRED_DIR ...
+Prints the input policy used when done. Then: ufssd evaluate --pred PRED_DIR ...
 """
 
 
@@ -74,22 +74,21 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         raise CLIError(f"{len(missing)} listed image(s) not under {root}, e.g. {missing[0]}")
     detector = detector_from_args(args)
-    cfg = detector.resolve(args.threshold, evaluation=True)  # --threshold, else the eval floor
-    tta = detector.tta
     print(
         f"ufssd predict-widerface: {len(names)} images from {root}; model {detector.config.name} "
-        f"({detector.source}, {detector.backend}); input policy: {detector.describe_input_policy(cfg, tta)}",
+        f"({detector.source}, {detector.backend})",
         file=sys.stderr,
     )
-    try:
+    try:  # --threshold is None unless given: predict_widerface resolves it (the eval floor, 0.01)
         summary = predict_widerface(
-            detector, root, names, args.out, tta=tta, progress=not args.no_progress,
-            score_threshold=cfg.score_threshold,
+            detector, root, names, args.out, tta=detector.tta, progress=not args.no_progress,
+            score_threshold=args.threshold,
         )
     except InputError as exc:
         raise CLIError(str(exc)) from exc
     print(
-        f"ufssd predict-widerface: wrote {summary.images} files ({summary.detections} boxes) to {args.out}",
+        f"ufssd predict-widerface: wrote {summary.images} files ({summary.detections} boxes) to {args.out}; "
+        f"input policy: {summary.input_policy}",
         file=sys.stderr,
     )
     return 0
