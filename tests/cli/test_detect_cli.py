@@ -148,9 +148,9 @@ def test_detect_video(tmp_path, capsys):
 
 
 def test_detect_without_weights_is_a_clear_error(tmp_path, capsys, monkeypatch):
-    from ufssd.inference import face_detector
+    from ufssd.inference import loading
 
-    monkeypatch.setattr(face_detector, "default_weights_path", lambda: tmp_path / "default.safetensors")
+    monkeypatch.setattr(loading, "default_weights_path", lambda: tmp_path / "default.safetensors")
     Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(tmp_path / "x.png")
     assert main(["detect", str(tmp_path / "x.png"), "--no-progress"]) == 2
     err = capsys.readouterr().err

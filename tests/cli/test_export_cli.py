@@ -30,9 +30,9 @@ def test_export_then_detect_with_the_onnx_file(tmp_path, capsys):
 
 
 def test_export_errors(tmp_path, capsys, monkeypatch):
-    from ufssd.inference import face_detector
+    from ufssd.inference import loading
 
-    monkeypatch.setattr(face_detector, "default_weights_path", lambda: tmp_path / "default.safetensors")
+    monkeypatch.setattr(loading, "default_weights_path", lambda: tmp_path / "default.safetensors")
     assert main(["export", "--out", str(tmp_path / "m.onnx")]) == 2
     assert "no embedded default model" in capsys.readouterr().err
     assert main(["export", "--weights", str(tmp_path / "nope.safetensors"), "--out", str(tmp_path / "m.onnx")]) == 2

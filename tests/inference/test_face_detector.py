@@ -143,9 +143,9 @@ def test_result_dataclasses():
 
 
 def test_no_default_weights_is_a_clear_error(monkeypatch, tmp_path):
-    from ufssd.inference import DefaultWeightsMissingError, face_detector
+    from ufssd.inference import DefaultWeightsMissingError, loading
 
-    monkeypatch.setattr(face_detector, "default_weights_path", lambda: tmp_path / "default.safetensors")
+    monkeypatch.setattr(loading, "default_weights_path", lambda: tmp_path / "default.safetensors")
     with pytest.raises(DefaultWeightsMissingError, match="no embedded default model"):
         FaceDetector()
 

@@ -1,10 +1,11 @@
-"""The ``--weights`` / ``--preset`` choice that every command taking a network shares."""
+"""The ``--weights`` / ``--preset`` choice that every command taking a network shares, and the
+translation of the inference layer's loading errors into :class:`CLIError`."""
 
 from __future__ import annotations
 
 import argparse
-import logging
-from pathlib import Path
+import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from ufssd.cli import CLIError
@@ -22,22 +23,24 @@ def add_weights_or_preset(parser: argparse.ArgumentParser | argparse._ArgumentGr
     src.add_argument("--preset", metavar="P", help=preset_help)
 
 
-def load_model(args: argparse.Namespace, purpose: str) -> UFSSD:
-    """The network that ``--weights`` / ``--preset`` name (the embedded model by default), in eval mode."""
-    from ufssd.inference.face_detector import default_weights_path
-    from ufssd.model import build_model, load_weights
+@contextlib.contextmanager
+def loading_errors() -> Iterator[None]:
+    """The errors of loading a network (no embedded model, a bad weight file, an unknown preset)
+    as one-line :class:`CLIError`\\ s."""
+    from ufssd.inference.loading import DefaultWeightsMissingError
 
-    if args.preset:
-        try:
-            model = build_model(args.preset)
-        except KeyError as exc:
-            raise CLIError(str(exc).strip("'\"")) from exc
-        logging.getLogger(f"ufssd.{purpose}").warning("%s preset %r with random weights (untrained)", purpose, args.preset)
-        return model.eval()
-    path = Path(args.weights) if args.weights else default_weights_path()
-    if not args.weights and not path.is_file():
-        raise CLIError(f"no embedded default model: {path} does not exist yet; use --weights W or --preset P")
     try:
-        return load_weights(path)
-    except (FileNotFoundError, ValueError) as exc:  # WeightFileError: one line naming the file
-        raise CLIError(str(exc)) from exc
+        yield
+    except DefaultWeightsMissingError as exc:
+        raise CLIError(f"{exc} (use --weights W or --preset P)") from exc
+    except (FileNotFoundError, KeyError, ValueError) as exc:  # WeightFileError: one line naming the file
+        raise CLIError(str(exc).strip("'\"")) from exc
+
+
+def load_model(args: argparse.Namespace) -> UFSSD:
+    """The network that ``--weights`` / ``--preset`` name (the embedded model by default), in
+    eval mode: :func:`ufssd.inference.loading.load_model`."""
+    from ufssd.inference.loading import load_model as load
+
+    with loading_errors():
+        return load(args.weights, args.preset)

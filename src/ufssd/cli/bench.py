@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--backend takes torch and/or onnxruntime, got {args.backend!r}")
     if not batches or min(batches) < 1 or args.threads < 1 or args.repeats < 1 or args.warmup < 0:
         raise CLIError("--batch, --threads and --repeats must be >= 1 (--warmup >= 0)")
-    model = load_model(args, "bench")
+    model = load_model(args)
 
     def progress(row) -> None:
         print(

@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from ufssd.cli import CLIError
-from ufssd.cli._model import add_weights_or_preset
+from ufssd.cli._model import add_weights_or_preset, loading_errors
 
 HELP = "find faces in images, folders (recursively) and videos"
 
@@ -51,7 +51,7 @@ def detector_from_args(args: argparse.Namespace, **overrides):
     """A FaceDetector from the shared model arguments (errors become CLIError)."""
     import torch
 
-    from ufssd.inference import DefaultWeightsMissingError, FaceDetector
+    from ufssd.inference import FaceDetector
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -66,12 +66,8 @@ def detector_from_args(args: argparse.Namespace, **overrides):
         num_threads=args.threads,
     )
     kwargs.update(overrides)
-    try:
+    with loading_errors():
         return FaceDetector(**kwargs)
-    except DefaultWeightsMissingError as exc:
-        raise CLIError(f"{exc} (use --weights W or --preset P)") from exc
-    except (FileNotFoundError, KeyError, ValueError) as exc:
-        raise CLIError(str(exc).strip("'\"")) from exc
 
 
 def register(subparsers) -> None:

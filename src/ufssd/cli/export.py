@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--out is the weight file itself; choose another path")
     if args.weights and Path(args.weights).suffix.lower() == ".onnx":
         raise CLIError(f"{args.weights}: already an ONNX file")
-    model = load_model(args, "export")
+    model = load_model(args)
     try:
         result = export_onnx(model, out, opset=args.opset or OPSET, check=not args.no_check)
     except ExportParityError as exc:

@@ -21,8 +21,6 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from importlib import resources
-from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
@@ -34,7 +32,7 @@ from ufssd.config import DetectorConfig, InferenceConfig
 from ufssd.geometry.anchors import anchors_for_input, feature_sizes
 from ufssd.images import MAX_INPUT_PIXELS
 from ufssd.inference.io import load_image
-from ufssd.inference.loading import load_network
+from ufssd.inference.loading import DefaultWeightsMissingError, default_weights_path, embedded_weights, load_network
 from ufssd.inference.postprocess import masked_anchor_keep, postprocess
 from ufssd.inference.results import DetectionResult
 from ufssd.inference.transform import InputTransform, boxes_to_original
@@ -45,15 +43,6 @@ __all__ = ["FaceDetector", "DefaultWeightsMissingError", "default_weights_path",
 log = logging.getLogger(__name__)
 
 ImageInput = Union[str, os.PathLike, np.ndarray, Image.Image]
-
-
-class DefaultWeightsMissingError(FileNotFoundError):
-    """The package has no embedded default model (yet)."""
-
-
-def default_weights_path() -> Path:
-    """Where the embedded default model lives: ``ufssd/weights/default.safetensors``."""
-    return Path(str(resources.files("ufssd") / "weights" / "default.safetensors"))
 
 
 class FaceDetector:
@@ -102,12 +91,7 @@ class FaceDetector:
     ) -> None:
         self.device = torch.device(device)
         if _model is None and weights is None and preset is None:
-            weights = default_weights_path()
-            if not weights.is_file():
-                raise DefaultWeightsMissingError(
-                    f"no embedded default model: {weights} does not exist yet; pass weights= "
-                    "(a .safetensors, .pt or .onnx file) or preset= (random weights, for testing)"
-                )
+            weights = embedded_weights()
             source = f"embedded default ({weights.name})"
         else:
             source = None

@@ -1,8 +1,10 @@
 """Weights and backends: the network a :class:`~ufssd.inference.FaceDetector` runs.
 
-:func:`load_network` turns a weight file (``.safetensors``, a training checkpoint ``.pt``, or an
-``.onnx`` file from ``ufssd export``), a preset (random weights) or an in-memory model into a
-:class:`Network`: the stored :class:`~ufssd.config.DetectorConfig` and a runner (normalised,
+:func:`load_model` gives the PyTorch network of a weight file (``.safetensors`` or a training
+checkpoint ``.pt``), of a preset (random weights) or of the embedded default model
+(:func:`default_weights_path`); the commands that take the network itself (``ufssd export``,
+``ufssd bench``) call it. :func:`load_network` turns a weight file (those, or an ``.onnx`` file
+from ``ufssd export``), a preset or an in-memory model into a :class:`Network`: the stored :class:`~ufssd.config.DetectorConfig` and a runner (normalised,
 padded images in, raw outputs out) for the torch or the onnxruntime backend. Pre-processing is
 :mod:`ufssd.inference.transform`; post-processing is :mod:`ufssd.inference.postprocess`.
 
@@ -18,8 +20,9 @@ import logging
 import os
 import re
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -27,11 +30,71 @@ from ufssd.config import DetectorConfig
 from ufssd.inference.onnx_backend import OnnxRunner, TorchRunner, create_session, read_onnx_config
 from ufssd.model.serialization import WeightFileError, check_weight_file, first_line
 
-__all__ = ["BACKENDS", "Network", "load_network", "open_onnx"]
+if TYPE_CHECKING:
+    from ufssd.model import UFSSD
+
+__all__ = [
+    "BACKENDS",
+    "Network",
+    "DefaultWeightsMissingError",
+    "default_weights_path",
+    "embedded_weights",
+    "load_model",
+    "load_network",
+    "open_onnx",
+]
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnxruntime")
+
+
+class DefaultWeightsMissingError(FileNotFoundError):
+    """The package has no embedded default model (yet)."""
+
+
+def default_weights_path() -> Path:
+    """Where the embedded default model lives: ``ufssd/weights/default.safetensors``."""
+    return Path(str(resources.files("ufssd") / "weights" / "default.safetensors"))
+
+
+def embedded_weights() -> Path:
+    """The embedded default model's file; :class:`DefaultWeightsMissingError` if there is none."""
+    path = default_weights_path()
+    if not path.is_file():
+        raise DefaultWeightsMissingError(
+            f"no embedded default model: {path} does not exist yet; pass weights= "
+            "(a .safetensors, .pt or .onnx file) or preset= (random weights, for testing)"
+        )
+    return path
+
+
+def load_model(
+    weights: str | os.PathLike | None = None,
+    preset: str | DetectorConfig | None = None,
+    *,
+    device: str | torch.device = "cpu",
+) -> UFSSD:
+    """The PyTorch network, in eval mode on ``device`` (BatchNorm not folded), of a weight file
+    (``.safetensors`` or a training checkpoint ``.pt``), of a preset (*random* weights; a warning
+    is logged), or, with neither, of the embedded default model.
+
+    Raises:
+        ValueError: both given; KeyError: an unknown preset; DefaultWeightsMissingError (a
+        ``FileNotFoundError``): no embedded default model; WeightFileError (a ``ValueError``; a
+        missing file is also a ``FileNotFoundError``): a weight file that cannot be used.
+    """
+    if weights is not None and preset is not None:
+        raise ValueError("give weights or preset, not both (a weight file stores its config)")
+    if preset is not None:
+        from ufssd.model import build_model
+
+        model = build_model(preset)
+        log.warning("preset %r with random weights (untrained): detections are meaningless", model.config.name)
+        return model.to(device).eval()
+    from ufssd.model import load_weights
+
+    return load_weights(embedded_weights() if weights is None else weights, map_location=device)
 
 
 @dataclass
@@ -138,20 +201,9 @@ def load_network(
     if is_onnx:
         session, config = open_onnx(path, num_threads, device)
         return Network(config, backend, OnnxRunner(session), source or str(path), None, session)
-    if path is not None:
-        from ufssd.model import load_weights
-
-        model = load_weights(path, map_location=device)
-        source = source or str(path)
-    elif preset is not None:
-        from ufssd.model import build_model
-
-        model = build_model(preset)
-        source = source or f"preset {model.config.name} (untrained)"
-        log.warning(
-            "FaceDetector: preset %r with random weights (untrained): detections are meaningless",
-            model.config.name,
-        )
+    if model is None:
+        model = load_model(path, preset, device=device)
+        source = source or (str(path) if path is not None else f"preset {model.config.name} (untrained)")
     return _run_torch_model(model, source or "in-memory model", device, backend, num_threads, fuse_batchnorm)
 
 
