@@ -153,3 +153,30 @@ def test_refusals(samples, tmp_path) -> None:
         train(_cfg(), samples, tmp_path / "b", data_device="cpu", augment=False, progress=False)
     with pytest.raises(TrainingError, match="must be the training device"):
         train(_cfg(), samples, tmp_path / "c", data_device="cuda", device="cpu", progress=False)
+
+
+def test_a_batch_never_reads_the_device(monkeypatch) -> None:
+    """The whole step of the data path on ``meta`` tensors, which hold no values: any read on the
+    host (``.item()``, ``nonzero``, boolean-mask indexing, a data-dependent shape) raises there.
+    The generator stays on the CPU (there is no meta generator; on CUDA it lives on the device)."""
+    cfg = _cfg(batch=4, preset="ufssd_light_fem_mcdm_b_eta0.10")
+    meta = {"device": "meta"}
+    n, g = 6, 9
+    pool = DevicePool(
+        images=torch.empty((n, 3, 200, 300), dtype=torch.uint8, **meta),
+        sizes=torch.empty((n, 2), dtype=torch.int64, **meta),
+        boxes=torch.empty((n, g, 4), **meta),
+        ignore=torch.empty((n, g), dtype=torch.bool, **meta),
+        present=torch.empty((n, g), dtype=torch.bool, **meta),
+        counts=np.array([0, 1, 9, 3, 2, 5]),
+        names=tuple(f"e/{k}" for k in range(n)),
+    )
+    real = torch.Generator
+    monkeypatch.setattr(torch, "Generator", lambda device=None: real())
+    stream = DeviceBatches(cfg, pool, INFO, chunk_elements=2 * 8500 * 3)  # several chunks
+    for _ in range(3):
+        batch = next(stream)
+        assert batch.labels.device.type == "meta" and batch.labels.shape[0] == 4
+        assert batch.images.shape == (4, 3, 128, 128)
+        assert len(batch.ffmm_masks) == len(cfg.model.ffmm_levels) and len(batch.mcdm_masks) >= 1
+        assert all(m.device.type == "meta" and m.shape[0] == 4 for m in batch.mcdm_masks)

@@ -365,7 +365,7 @@ def write_pack(
     out_dir: str | Path,
     *,
     max_side: int = 1024,
-    quality: int = 90,
+    quality: int = 75,
     shard_mib: float = 56,
     source: str = "",
     overwrite: bool = False,

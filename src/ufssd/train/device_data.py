@@ -98,7 +98,7 @@ def pool_from_samples(samples: Sequence[Sample], device: torch.device | str, max
         scale = 1.0
         if max_side is not None:
             rgb, scale = shrink(rgb, max_side)
-        images.append(torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).to(device))
+        images.append(torch.tensor(rgb).permute(2, 0, 1).to(device))  # a copy: the decoder's array is read-only
         boxes.append(torch.as_tensor(np.asarray(s.boxes, dtype=np.float32) * np.float32(scale), device=device))
         ignore.append(torch.as_tensor(np.asarray(s.ignore, dtype=bool), device=device))
     return DevicePool.build(images, boxes, ignore, [s.name for s in samples])
