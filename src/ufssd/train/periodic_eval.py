@@ -19,13 +19,11 @@ from torch import nn
 
 from ufssd.train.checkpoint import preserved_rng
 from ufssd.train.run_config import EvalSpec
+from ufssd.widerface_files import IMAGE_EXTENSIONS
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["evaluate_model"]
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-
 
 def evaluate_model(model: nn.Module, spec: EvalSpec, out_dir: Path, step: int) -> dict[str, float] | None:
     """Detect + evaluate; returns the ``{"easy", "medium", "hard", "mean"}`` APs, or None when the
@@ -37,7 +35,7 @@ def evaluate_model(model: nn.Module, spec: EvalSpec, out_dir: Path, step: int) -
         logger.warning("step %d: evaluation skipped (%s)", step, exc)
         return None
     pred_dir = out_dir / "eval_tmp" / f"step_{step:08d}"
-    files = [n if n.lower().endswith(IMAGE_SUFFIXES) else f"{n}.jpg" for n in spec.names]
+    files = [n if n.lower().endswith(IMAGE_EXTENSIONS) else f"{n}.jpg" for n in spec.names]
     was_training = model.training
     model.eval()
     try:
