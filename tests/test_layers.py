@@ -175,3 +175,16 @@ def test_import_evaluation_does_not_import_torch():
         pytest.skip("ufssd.evaluation is not importable yet")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]", f"import ufssd.evaluation imported {result.stdout.strip()}"
+
+
+def test_building_the_cli_parser_does_not_import_torch():
+    """``ufssd --help`` (every command's parser, ``ufssd train``'s choices from
+    ``ufssd.train.run_config`` included) stays torch-free: ``ufssd train`` sets the OpenMP wait
+    policy only while torch is not imported yet, and help should not take seconds."""
+    code = (
+        "import sys; from ufssd.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in %r))" % (sorted(TORCH_PACKAGES),)
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", f"building the CLI parser imported {result.stdout.strip()}"

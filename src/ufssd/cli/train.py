@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ufssd.cli import CLIError
+# the run's choices, from their one home (torch-free: importing it imports no trainer and no torch)
+from ufssd.train.run_config import AMP_MODES, EVAL_METRICS, TARGET_PLACES, WORKER_STARTS
 
 if TYPE_CHECKING:
     from ufssd.config import DetectorConfig
@@ -75,7 +77,7 @@ def _add_schedule(g: argparse._ArgumentGroup) -> None:
                    "clipped to 5%% of the run)")
     g.add_argument("--resolution", type=int, help="square training input side")
     g.add_argument("--seed", type=int, help="seed of the model init, the data order and the augmentation")
-    g.add_argument("--amp", choices=("bf16", "fp16", "none"), help="CUDA mixed precision (default bf16)")
+    g.add_argument("--amp", choices=AMP_MODES, help="CUDA mixed precision (default bf16)")
     g.add_argument("--grad-clip", type=float, metavar="NORM", help="clip the gradient norm")
 
 
@@ -87,9 +89,9 @@ def _add_run(g: argparse._ArgumentGroup) -> None:
                    help="continue from OUT/last.pt if it exists (else start afresh)")
     g.add_argument("--checkpoint-every", type=int, metavar="N", help="steps between checkpoints")
     g.add_argument("--workers", type=int, default=2, help="DataLoader workers per process (default 2)")
-    g.add_argument("--targets", choices=("workers", "main"), default="workers",
+    g.add_argument("--targets", choices=TARGET_PLACES, default="workers",
                    help="build matching targets / GT masks in the loader workers (default) or the main process")
-    g.add_argument("--worker-start", choices=("forkserver", "spawn", "fork"),
+    g.add_argument("--worker-start", choices=WORKER_STARTS,
                    help="how loader workers start (default forkserver on Linux: fork can deadlock in OpenCV)")
     g.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda:LOCAL_RANK when available)")
     g.add_argument("--threads", type=int, help="torch CPU threads per process")
@@ -120,7 +122,7 @@ def _add_evaluation(g: argparse._ArgumentGroup) -> None:
                    "DATA_ROOT/dev_images.txt if it exists, else the whole val split)")
     g.add_argument("--eval-gt", metavar="DIR", help="folder of wider_*_val.mat (default: DATA_ROOT/eval_tools)")
     g.add_argument("--eval-images", metavar="DIR", help="val image folder (default: DATA_ROOT/WIDER_val/images)")
-    g.add_argument("--eval-metric", choices=("hard", "medium", "easy", "mean"), default="hard",
+    g.add_argument("--eval-metric", choices=EVAL_METRICS, default="hard",
                    help="AP that selects best.pt (default hard)")
 
 
