@@ -77,3 +77,19 @@ def test_atomic_write_csv_header_rows_and_extra_keys(tmp_path):
     path = atomic_write_csv(tmp_path / "t.csv", [{"a": 1, "b": "x", "extra": 9}, {"a": 2}], ("a", "b"))
     assert path.read_text() == "a,b\n1,x\n2,\n"
     assert [p.name for p in tmp_path.iterdir()] == ["t.csv"]  # no temporary file left
+
+
+def test_temporary_files_are_what_a_killed_writer_leaves(tmp_path):
+    """The pattern lives with the writers: what atomic_write / atomic_path hold open mid-write is
+    exactly what temporary_files names (for those targets only)."""
+    from ufssd.atomic import atomic_path, temporary_files
+
+    with atomic_write(tmp_path / "last.pt") as f:
+        f.write(b"half")
+        assert temporary_files(tmp_path, ["last.pt", "best.pt"]) == sorted(tmp_path.iterdir())  # the one file
+        assert temporary_files(tmp_path, ["best.pt", "last"]) == []
+    with atomic_path(tmp_path / "log[1].csv") as tmp:
+        tmp.write_text("x")
+        assert temporary_files(tmp_path, ("log[1].csv",)) == [tmp]
+    assert temporary_files(tmp_path, ["last.pt", "log[1].csv"]) == []  # renamed into place
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "log[1].csv"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import glob
 import io
 import os
 import tempfile
@@ -24,7 +25,22 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_path", "atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_write_csv"]
+__all__ = [
+    "atomic_path",
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_write_csv",
+    "temporary_files",
+]
+
+# the temporary file of a target ``<name>``: ``.<name>.<random>.tmp`` beside it (hidden; the writers
+# of the package read no such name)
+_TMP_SUFFIX = ".tmp"
+
+
+def _tmp_prefix(path: Path) -> str:
+    return f".{path.name}."
 
 
 def _current_umask() -> int:
@@ -46,7 +62,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", fsync: bool = False)
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=_TMP_SUFFIX, dir=path.parent)
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as f:
@@ -64,7 +80,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", fsync: bool = False)
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, suffix: str = _TMP_SUFFIX) -> Iterator[Path]:
     """A temporary path beside ``path`` for writers that open the file themselves (SciPy,
     Matplotlib, OpenCV's video writer); on a clean exit it is renamed to ``path``.
 
@@ -73,7 +89,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)
@@ -83,6 +99,20 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def temporary_files(folder: str | os.PathLike, names: Iterable[str]) -> list[Path]:
+    """The temporary files that :func:`atomic_write` (and :func:`atomic_path` with its default
+    suffix) left in ``folder`` for the targets ``names`` when killed mid-write, sorted: what a
+    caller that owns the folder may delete."""
+    found = set()
+    for name in names:
+        prefix = _tmp_prefix(Path(name))
+        for tmp in Path(folder).glob(f"{glob.escape(prefix)}*{_TMP_SUFFIX}"):
+            # mkstemp's random part has no dot: ".last.pt.x1y2.tmp" is not a temporary of "last"
+            if "." not in tmp.name[len(prefix) : -len(_TMP_SUFFIX)]:
+                found.add(tmp)
+    return sorted(found)
 
 
 def _fsync_dir(folder: Path) -> None:

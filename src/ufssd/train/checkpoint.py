@@ -35,7 +35,7 @@ from typing import IO, Any
 import numpy as np
 import torch
 
-from ufssd.atomic import atomic_write
+from ufssd.atomic import atomic_write, temporary_files
 
 logger = logging.getLogger(__name__)
 
@@ -76,14 +76,14 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike, _serialize: Callable[[A
 
 
 def remove_stale_temporaries(folder: str | os.PathLike, names: tuple[str, ...]) -> int:
-    """Delete ``.<name>.*.tmp`` files that a killed writer left in ``folder``; returns how many.
-    Call it only while no other process writes there (the trainer's rank 0 at start)."""
+    """Delete the temporary files that a killed writer left in ``folder`` for the files ``names``
+    (:func:`ufssd.atomic.temporary_files`); returns how many. Call it only while no other process
+    writes there (the trainer's rank 0 at start)."""
     removed = 0
-    for name in names:
-        for tmp in Path(folder).glob(f".{name}.*.tmp"):
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-                removed += 1
+    for tmp in temporary_files(folder, names):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            removed += 1
     return removed
 
 
