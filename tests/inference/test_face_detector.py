@@ -199,3 +199,15 @@ def test_from_model_unwraps_wrappers(spread_model):
     assert det.config == spread_model.config
     with pytest.raises(TypeError, match="UFSSD"):
         FaceDetector.from_model(torch.nn.Linear(2, 2))
+
+
+def test_anchors_are_put_on_a_device_once_per_input_size(spread_model):
+    """One copy per (size, device), not per batch: on ``meta`` every ``.to`` would be a new tensor."""
+    det = FaceDetector.from_model(spread_model)
+    meta = torch.device("meta")
+    anchors = det._anchors_for(128, 256, meta)
+    assert anchors.device == meta and anchors.shape[1] == 4
+    assert det._anchors_for(128, 256, meta) is anchors
+    on_cpu = det._anchors_for(128, 256, torch.device("cpu"))
+    assert on_cpu.device.type == "cpu" and on_cpu.shape == anchors.shape
+    assert det._anchors_for(128, 256, torch.device("cpu")) is on_cpu

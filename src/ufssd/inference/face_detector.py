@@ -119,7 +119,8 @@ class FaceDetector:
         self.transform = InputTransform(self.config.model, self.config.anchors.pad_multiple, max_size)
         self.pixel_limit = pixel_limit
         self.tta = TTAConfig.parse(tta)
-        self._anchors: dict[tuple[int, int], Tensor] = {}
+        # anchors per (padded height, padded width, device), made on that device once
+        self._anchors: dict[tuple[int, int, torch.device], Tensor] = {}
         # seconds spent in the last detect() call: pre-processing, network, post-processing
         self.last_timings: dict[str, float] = {"pre": 0.0, "net": 0.0, "post": 0.0}
 
@@ -301,12 +302,14 @@ class FaceDetector:
         return results
 
     def _anchors_for(self, hp: int, wp: int, device: torch.device) -> Tensor:
-        key = (hp, wp)
+        """The anchors of a ``hp x wp`` padded input on ``device``, copied there once (a copy per
+        batch would wait for the device)."""
+        key = (hp, wp, device)
         if key not in self._anchors:
-            self._anchors[key] = anchors_for_input(hp, wp, self.config.anchors)
+            self._anchors[key] = anchors_for_input(hp, wp, self.config.anchors).to(device)
             if len(self._anchors) > 64:  # many image sizes: keep the cache bounded
                 self._anchors.pop(next(iter(self._anchors)))
-        return self._anchors[key].to(device)
+        return self._anchors[key]
 
     def _detect_tta(
         self, image: np.ndarray, base_size: tuple[int, int], tta: TTAConfig, cfg: InferenceConfig
