@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 
 from ufssd.config import TrainConfig
 from ufssd.data import WiderFaceDataset, augment, item_rng, load_image, read_split
+from ufssd.inference.bench import cpu_name
 
 
 def timed(fn, items) -> list[float]:
@@ -51,7 +51,7 @@ def main() -> None:
         ),
         "dataset item (decode + augment)": timed(lambda i: dataset[i], idx),
     }
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; 1 thread; "
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores; 1 thread; "
           f"{args.n} train images, resolution {args.resolution}")
     print("| step | median ms | min ms |\n|---|---|---|")
     for name, ts in rows.items():

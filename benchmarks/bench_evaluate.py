@@ -69,15 +69,11 @@ def generate(pred_dir: Path, gt_dir: Path, boxes_per_image: int, seed: int = 0) 
 
 
 def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
+    # the benchmarks' one cpu_name; it lives in the inference layer (torch), so it is imported
+    # here, after the timed runs, which stay torch-free like the evaluation they time
+    from ufssd.inference.bench import cpu_name
+
+    return f"{cpu_name()}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
 
 
 def main() -> int:

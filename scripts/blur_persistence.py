@@ -130,12 +130,28 @@ def measure(detections, truth, persist: int, size, cover: float) -> dict:
     }
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def share(part: float, whole: float, fmt: str = ".1%") -> str:
+    """``part / whole`` formatted, or "n/a" when ``whole`` is 0 (no face was counted)."""
+    return format(part / whole, fmt) if whole else "n/a"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", type=Path, default=Path("/root/widerface-all"))
     parser.add_argument("--subset", type=Path, default=None, help="default: DATA_ROOT/dev_images.txt")
-    parser.add_argument("--images", type=int, default=4)
-    parser.add_argument("--frames", type=int, default=90)
+    parser.add_argument("--images", type=positive_int, default=4, help="clips, one per photo (default 4)")
+    parser.add_argument("--frames", type=positive_int, default=90, help="frames per clip (default 90)")
     parser.add_argument("--size", default="960x540", help="frame size WxH")
     parser.add_argument("--persist", default="0,1,2,3,5,10")
     parser.add_argument("--cover", type=float, default=0.9)
@@ -152,11 +168,20 @@ def main(argv: list[str] | None = None) -> int:
     from ufssd.inference.anonymize import BLUR_SCORE_THRESHOLD
     from ufssd.widerface_files import DEV_LIST, read_split
 
+    subset = args.subset or args.data_root / DEV_LIST
+    samples = read_split(args.data_root, "val", subset=subset)
+    photos = pick_photos(samples, args.images)
+    if not photos:
+        print(f"blur_persistence.py: no photo of {subset} has 8 to 40 valid faces of 20 px or more and a "
+              "width of at least 1000 px (one per event)", file=sys.stderr)
+        return 1
+    if len(photos) < args.images:
+        print(f"blur_persistence.py: only {len(photos)} of the {args.images} photos asked for qualify "
+              f"in {subset}; measuring {len(photos)} clips", file=sys.stderr)
     torch.set_num_threads(args.threads)
     detector = FaceDetector(backend="onnxruntime", num_threads=args.threads)
-    samples = read_split(args.data_root, "val", subset=args.subset or args.data_root / DEV_LIST)
     totals = {n: {} for n in persists}
-    for sample in pick_photos(samples, args.images):
+    for sample in photos:
         clip, truth = make_clip(sample, args.frames, size)
         detections = []
         for frame in tqdm(clip, desc=sample.name, unit="frame"):
@@ -167,13 +192,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{sample.name}: persist {n}: {row}")
             for k, v in row.items():
                 totals[n][k] = totals[n].get(k, 0) + v
-    print(f"\n{args.images} clips of {args.frames} frames at {size[0]}x{size[1]}; hidden = >= {args.cover:.0%} of the "
-          f"face box inside the hidden area; faces >= 20 px; threshold {BLUR_SCORE_THRESHOLD}")
+    print(f"\n{len(photos)} clips of {args.frames} frames at {size[0]}x{size[1]}; hidden = >= {args.cover:.0%} of "
+          f"the face box inside the hidden area; faces >= 20 px; threshold {BLUR_SCORE_THRESHOLD}")
     print("| --persist | faces hidden in every frame | face-frames hidden | held boxes per frame |\n|---|---|---|---|")
     for n in persists:
         t = totals[n]
-        print(f"| {n} | {t['hidden_every_frame']} / {t['faces']} ({t['hidden_every_frame'] / t['faces']:.1%}) | "
-              f"{t['face_frames_hidden'] / t['face_frames']:.1%} | {t['held_per_frame'] / args.images:.2f} |")
+        print(f"| {n} | {t['hidden_every_frame']} / {t['faces']} ({share(t['hidden_every_frame'], t['faces'])}) | "
+              f"{share(t['face_frames_hidden'], t['face_frames'])} | {t['held_per_frame'] / len(photos):.2f} |")
     best = max(totals[n]["hidden_every_frame"] for n in persists)
     chosen = min(n for n in persists if totals[n]["hidden_every_frame"] == best)
     print(f"\nsmallest N with the most faces hidden in every frame: {chosen} (the default of ufssd blur --persist)")

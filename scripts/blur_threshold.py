@@ -89,8 +89,22 @@ def plateau_threshold(rows: list[dict], plateau: float, max_boxes: float = 100.0
 
 
 def choose(rows: list[dict], min_precision: float) -> float:
-    """The lowest threshold whose kept boxes overlap a face at least ``min_precision`` of the time."""
-    return min(r["threshold"] for r in rows if r["precision"] >= min_precision)
+    """The lowest threshold whose kept boxes overlap a face at least ``min_precision`` of the time.
+
+    Raises:
+        ValueError: no threshold of ``rows`` reaches ``min_precision`` (the message gives the best
+        precision reached, and where).
+    """
+    passing = [r["threshold"] for r in rows if r["precision"] >= min_precision]
+    if passing:
+        return min(passing)
+    if not rows:
+        raise ValueError("no thresholds to choose from (empty table)")
+    best = max(rows, key=lambda r: r["precision"])
+    raise ValueError(
+        f"no threshold on the grid keeps boxes that overlap a face with precision >= {min_precision:g}: "
+        f"the best is {best['precision']:.2f}, at score >= {best['threshold']:.2f} (lower --min-precision?)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,7 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = recall_table(heights, best, box_scores, box_hits, len(samples))
     add_gains(rows)
     plateau = plateau_threshold(rows, args.plateau)
-    chosen = choose(rows, args.min_precision)
+    try:
+        chosen, failure = choose(rows, args.min_precision), None
+    except ValueError as exc:
+        chosen, failure = None, str(exc)
 
     counts = {label: int(((heights >= lo) & (heights < hi)).sum()) for lo, hi, label in BINS}
     counts[">= 20"] = int((heights >= 20).sum())
@@ -143,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['unmatched/img']:.1f} | {r['precision']:.2f} |")
     print(f"\nplateau (a 0.05 step down gains < {args.plateau:g} point on faces >= 20 px, above the score floor): "
           + (f"from {plateau:.2f}" if plateau is not None else "none"))
+    if chosen is None:
+        print(f"blur_threshold.py: {failure}", file=sys.stderr)
+        return 1
     print(f"blur threshold: {chosen:.2f} (lowest score whose boxes overlap a face with precision "
           f">= {args.min_precision:g})")
     if args.json:
