@@ -115,3 +115,14 @@ def test_cli_errors(tmp_path, capsys):
     assert "unknown preset" in capsys.readouterr().err
     assert main(["train", "--preset", "ufssd_light", "--data-root", str(tmp_path), "--set", "train.x=1"]) == 2
     assert "unknown field" in capsys.readouterr().err
+    assert main(["train", "--preset", "ufssd_light", "--data-root", str(tmp_path), "--set", "loss.box_loss=iou2"]) == 2
+    assert "unknown box loss 'iou2'" in capsys.readouterr().err
+
+
+def test_cli_eval_on_the_val_split_needs_the_data_root(tmp_path, capsys):
+    # the training images come from --source, so nothing else asks for --data-root
+    args = ["train", "--preset", "ufssd_light", "--source", f"{tmp_path}:train", "--eval-subset", "val",
+            "--eval-images", str(tmp_path), "--eval-gt", str(tmp_path), "--out", str(tmp_path / "run")]
+    assert main(args) == 2
+    assert "--eval-subset val needs --data-root" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

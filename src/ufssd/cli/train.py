@@ -229,6 +229,8 @@ def _eval_spec(args: argparse.Namespace, data_root: Path | None) -> EvalSpec | N
     if not eval_subset:
         return None
     if eval_subset == "val" and not Path(eval_subset).exists():
+        if data_root is None:
+            raise CLIError("--eval-subset val needs --data-root (the val split is read from DATA_ROOT)")
         names = tuple(s.name for s in read_split(data_root, "val"))
         logger.info("periodic evaluation on the whole val split (%d images)", len(names))
     else:
