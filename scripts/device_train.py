@@ -32,7 +32,9 @@ once, not at training time. ``train`` (on the device):
    fits, so that a later lease can resume.
 
 Every argument after ``--`` goes to ``ufssd train`` (``--preset``, ``--init``, ``--lr``,
-``--set ...``). On this CPU, the same command proves itself end to end with a tiny budget
+``--set ...``). ``compare --candidate NAME=ARGS ...`` trains up to six candidates one after the
+other with ``--budget`` seconds each (architecture or recipe candidates at an equal budget: issue
+17) and brings back ``NAME.safetensors`` of each and ``compare.json``. On this CPU, the same command proves itself end to end with a tiny budget
 (``tests/scripts/test_device_train.py``)::
 
     python scripts/device_train.py train --pack /tmp/pack --device cpu --budget 20 --out /tmp/out \\
@@ -47,6 +49,7 @@ import hashlib
 import json
 import math
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -170,7 +173,8 @@ def _value(args: list[str], flag: str, default: str) -> str:
     return value
 
 
-def cmd_train(args: argparse.Namespace, train_args: list[str]) -> int:
+def _prepare(args: argparse.Namespace) -> tuple[Path, str]:
+    """The out folder, the machine's line, and the pack verified (refused when it does not match)."""
     import torch
 
     from ufssd.data.pack import verify_pack
@@ -180,30 +184,77 @@ def cmd_train(args: argparse.Namespace, train_args: list[str]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     print(f"torch {torch.__version__}, GPU {gpu}, {os.cpu_count()} CPUs", flush=True)
-    manifest = verify_pack(args.pack)  # refuses a pack that does not match its manifest
+    manifest = verify_pack(args.pack)
     print(f"pack {args.pack}: {len(manifest.images)} images in {len(manifest.shards)} shards, verified "
           f"({time.monotonic() - t0:.1f} s)", flush=True)  # fmt: skip
-    run_dir = args.run_dir or REPO / ".device_data" / "run"  # not under $OUT: at most 8 files come back
+    return out, gpu
+
+
+def run_training(
+    args: argparse.Namespace, train_args: list[str], budget: float, run_dir: Path, console: Path
+) -> tuple[int, dict | None]:
+    """One ``ufssd train`` process on the device data path for ``budget`` seconds; its exit code
+    and summary (None when it logged no step). The console goes to ``console`` and stdout."""
+    import torch
+
+    t0 = time.monotonic()
     full_args = [*DEFAULT_TRAIN_ARGS, *train_args]
     cmd = [sys.executable, "-m", "ufssd", "train", *full_args, "--data-device", args.device, "--pack", str(args.pack),
-           "--time-budget", str(args.budget), "--out", str(run_dir), "--resume", "--device", args.device]  # fmt: skip
+           "--time-budget", str(budget), "--out", str(run_dir), "--resume", "--device", args.device]  # fmt: skip
     print("+", " ".join(cmd), flush=True)
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "PYTHONUNBUFFERED": "1"}
-    with (out / "train_console.log").open("w") as log:
+    with console.open("w") as log:
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert proc.stdout is not None
         for line in proc.stdout:
             sys.stdout.write(line)
             log.write(line)
         code = proc.wait()
+    if not (run_dir / "train_log.csv").is_file():
+        return code, None
     batch = int(_value(full_args, "--batch-size", "0"))
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    summary = {**summarise(run_dir, batch, time.monotonic() - t0), "exit_code": code, "gpu": gpu,
+               "torch": torch.__version__, "train_args": full_args}  # fmt: skip
+    return code, summary
+
+
+def cmd_train(args: argparse.Namespace, train_args: list[str]) -> int:
+    out, _ = _prepare(args)
+    run_dir = args.run_dir or REPO / ".device_data" / "run"  # not under $OUT: at most 8 files come back
+    code, summary = run_training(args, train_args, args.budget, run_dir, out / "train_console.log")
     brought = bring_back(run_dir, out)
-    if (run_dir / "train_log.csv").is_file():
-        summary = {**summarise(run_dir, batch, time.monotonic() - t0), "exit_code": code, "files": brought,
-                   "gpu": gpu, "torch": torch.__version__, "train_args": full_args}  # fmt: skip
+    if summary is not None:
+        summary["files"] = brought
         (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         print(json.dumps({k: summary[k] for k in ("steps", "images_seen", "images_per_s_median", "wall_s")}))
     return code
+
+
+def cmd_compare(args: argparse.Namespace, train_args: list[str]) -> int:
+    """Train each ``--candidate NAME=ARGS`` for ``--budget`` seconds, one after the other (the same
+    pack, schedule rule and budget each); bring back ``NAME.safetensors`` of each and one
+    ``compare.json`` of their summaries (at most 8 files come back: at most 6 candidates)."""
+    out, _ = _prepare(args)
+    candidates = [c.split("=", 1) for c in args.candidate]
+    if not candidates or any(len(c) != 2 or not c[0].replace("_", "").replace("-", "").isalnum() for c in candidates):
+        raise SystemExit("give --candidate NAME=ARGS (NAME of letters, digits, - and _) at least once")
+    if len(candidates) > 6:
+        raise SystemExit(f"{len(candidates)} candidates: at most 6 (8 files come back)")
+    root = args.run_dir or REPO / ".device_data" / "compare"
+    root.mkdir(parents=True, exist_ok=True)
+    results, worst = {}, 0
+    for name, extra in candidates:
+        run_dir = root / name
+        code, summary = run_training(args, [*train_args, *shlex.split(extra)], args.budget, run_dir,
+                                     root / f"{name}.log")  # fmt: skip
+        worst = worst or code
+        final = run_dir / "final.safetensors"
+        if final.is_file():
+            shutil.copyfile(final, out / f"{name}.safetensors")
+        results[name] = summary or {"exit_code": code}
+        (out / "compare.json").write_text(json.dumps(results, indent=1) + "\n")
+    return worst
 
 
 def bring_back(run_dir: Path, out: Path) -> list[str]:
@@ -226,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     own, train_args = argv[:cut], argv[cut + 1 :]
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="verb", required=True)
-    for verb in ("plan", "receive", "train"):
+    for verb in ("plan", "receive", "train", "compare"):
         q = sub.add_parser(verb)
         q.add_argument("--pack", type=Path, default=REPO / ".device_data" / "pack", help="the pack folder")
         if verb != "receive":
@@ -235,10 +286,15 @@ def main(argv: list[str] | None = None) -> int:
             q.add_argument("--call-mib", type=float, default=CALL_MIB, help=f"MiB one call carries (default {CALL_MIB:g})")
             q.add_argument("--tree-mib", type=float, default=TREE_MIB,
                            help=f"MiB of it the work tree takes (default {TREE_MIB:g})")
-        if verb == "train":
+        if verb == "compare":
+            q.add_argument("--candidate", action="append", default=[], metavar="NAME=ARGS",
+                           help="a candidate: its name and its extra ufssd train arguments (repeat, at most 6)")
+        if verb in ("train", "compare"):
             q.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "runs/device")),
                            help="where the results go (default $OUT)")
-            q.add_argument("--run-dir", type=Path, help="the run folder (default .device_data/run)")
+            q.add_argument("--run-dir", type=Path,
+                           help="the run folder (default .device_data/run; compare: the folder of the runs, "
+                           "default .device_data/compare)")
             q.add_argument("--device", default="cuda", help="training and data device (default cuda; cpu to test)")
     args = p.parse_args(own)
     if args.verb == "plan":
@@ -247,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_receive(args)
     if not math.isfinite(args.budget) or args.budget <= 0:
         raise SystemExit("--budget must be a positive number of seconds")
-    return cmd_train(args, train_args)
+    return cmd_compare(args, train_args) if args.verb == "compare" else cmd_train(args, train_args)
 
 
 if __name__ == "__main__":
