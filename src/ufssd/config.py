@@ -58,6 +58,13 @@ class ModelConfig:
     pretrained: str | None = None  # local path of ImageNet weights for the backbone, or None
     # per-backbone width knob; () means the backbone's own default channels
     channels: tuple[int, ...] = ()
+    # light backbone only (docs/model.md, "v4 candidates"): stride-1 blocks per level (() = the
+    # backbone's LIGHT_BLOCKS), the levels that receive the top-down fusion from the next coarser
+    # level ((0, 1, 2, 3, 4) = a full FPN top-down path), and a PAN bottom-up path over the same
+    # edges after it (level l, downsampled, added into level l + 1)
+    light_blocks: tuple[int, ...] = ()
+    light_topdown: tuple[int, ...] = (0, 1)
+    light_bottomup: bool = False
     l2norm_scales: tuple[float, ...] = (10.0, 8.0, 5.0)  # VGG-16: conv3_3, conv4_3, conv5_3
     # FEM (Fig. 3): levels that get an enhanced map ef_l; () = no FEM
     fem_levels: tuple[int, ...] = ()

@@ -14,6 +14,11 @@ ALL_LEVELS = (0, 1, 2, 3, 4, 5)
 # FEM width of the light backbone [choice] (docs/model.md): its stride-4 width, as VGG-16's 256 is
 # conv3_3's; FEM then adds 36 % to the parameters (VGG-16: 24 %) instead of 270 % at 64
 LIGHT_FEM_CHANNELS = 24
+# v4 candidates (issue 17) against the light backbone's (24, 48, 64, 128, 128, 128) widths,
+# (1, 1, 2, 1, 0, 0) stride-1 blocks and top-down fusion into levels 0 and 1
+V4_WIDE = (32, 64, 64, 128, 128, 128)  # levels 0-1 a third wider
+V4_DEEP = (2, 2, 2, 1, 0, 0)  # one more block at levels 0-1 (+8 px receptive field at stride 4)
+V4_FPN = (0, 1, 2, 3, 4)  # top-down into every level (a full FPN path)
 
 
 def _preset(name: str, model: ModelConfig, train: TrainConfig | None = None) -> DetectorConfig:
@@ -59,6 +64,17 @@ PRESETS: dict[str, DetectorConfig] = {
         _preset("ufssd_light_fem_mcdm_b_eta0.10", _fem_mcdm(0.10, _light)),
         _preset("ufssd_light_fem_mcdm_b_eta0.20", _fem_mcdm(0.20, _light)),
         _preset("ufssd_light_fem_mcdm_b_eta0.30", _fem_mcdm(0.30, _light)),
+        # v4 candidates (issue 17): the default network (FFMM-x1) with one change at the levels
+        # that find small faces, or in the neck, and one combination (PAN + deep: depth costs less
+        # time than width); cost in docs/model.md, accuracy still to be measured
+        _preset("ufssd_light_v4_wide", _light(ffmm_levels=(0,), channels=V4_WIDE)),
+        _preset("ufssd_light_v4_deep", _light(ffmm_levels=(0,), light_blocks=V4_DEEP)),
+        _preset("ufssd_light_v4_fpn", _light(ffmm_levels=(0,), light_topdown=V4_FPN)),
+        _preset("ufssd_light_v4_pan", _light(ffmm_levels=(0,), light_topdown=V4_FPN, light_bottomup=True)),
+        _preset(
+            "ufssd_light_v4_pan_deep",
+            _light(ffmm_levels=(0,), light_topdown=V4_FPN, light_bottomup=True, light_blocks=V4_DEEP),
+        ),
     ]
 }
 

@@ -106,3 +106,45 @@ def test_onnxruntime_batch_equals_one_by_one(exported, monkeypatch):
         assert len(t) == len(a) > 0
         np.testing.assert_allclose(t.boxes, a.boxes, atol=1e-3)
         np.testing.assert_allclose(t.scores, a.scores, atol=1e-5)
+
+
+
+def _calibrated(model: torch.nn.Module) -> torch.nn.Module:
+    """``spread_init`` weights with BatchNorm statistics of two random batches, as training leaves
+    them: activations of trained scale (spread weights alone grow them to ~1e3 through the PAN
+    adds, where float rounding exceeds 1e-4), then class logits spread to about +-5."""
+    from .conftest import spread_init
+
+    spread_init(model, seed=1)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average
+    g = torch.Generator().manual_seed(0)
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.randn(2, 3, 256, 384, generator=g))
+        for head in model.heads:
+            head.cls.weight.mul_(4.0)
+    return model.eval()
+
+
+def test_v4_candidate_exports_with_parity(tmp_path):
+    """The light backbone's v4 fields (one more block at levels 0-1, top-down into every level,
+    PAN bottom-up) export, and run in onnxruntime and FaceDetector with the default's parity."""
+    from ufssd.model import build_model
+
+    model = _calibrated(build_model("ufssd_light_v4_pan_deep"))
+    assert model.backbone.bottomup and len(model.backbone.laterals) == 5
+    image = np.random.default_rng(3).integers(0, 256, (200, 300, 3), dtype=np.uint8)
+    path = tmp_path / "v4_pan_deep.onnx"
+    report = export_onnx(model, path, check_image=image).parity
+    assert report.ok and report.max_abs_diff < 1e-4, report.summary()
+    assert report.inputs == [(1, 3, 256, 384), (2, 3, 256, 384)]
+    ort_det = FaceDetector(weights=path, score_threshold=0.99, num_threads=1)
+    torch_det = FaceDetector.from_model(model, score_threshold=0.99)
+    a, b = ort_det.detect(image), torch_det.detect(image)
+    assert len(a) == len(b) > 10
+    np.testing.assert_allclose(a.boxes, b.boxes, atol=0.5)
+    np.testing.assert_allclose(a.scores, b.scores, atol=1e-4)

@@ -10,6 +10,7 @@ from torch import nn
 
 from ufssd.config import ModelConfig
 from ufssd.model.backbones import (
+    LIGHT_BLOCKS,
     LIGHT_CHANNELS,
     LightBackbone,
     VGG16Backbone,
@@ -165,3 +166,89 @@ def test_load_pretrained_errors(tmp_path):
     torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3), "features.2.weight": torch.zeros(64, 64, 3, 3)}, plain)
     with pytest.raises(ValueError, match="BatchNorm"):
         load_pretrained(VGG16Backbone(batch_norm=True), plain)
+
+
+# ---------------------------------------------------------------------------------------------
+# the light backbone's v4 fields (issue 17): depth per level, top-down levels, PAN bottom-up
+
+
+def _light_cfg(**kw) -> ModelConfig:
+    return ModelConfig(backbone="light", channels=(8, 8, 16, 16, 16, 16), **kw)
+
+
+def test_light_default_neck_is_the_v3_network():
+    bb = build_backbone(ModelConfig(backbone="light"))
+    assert [len(stage) - 1 for stage in bb.stages] == list(LIGHT_BLOCKS) == [1, 1, 2, 1, 0, 0]
+    assert bb.topdown == (0, 1) and len(bb.laterals) == len(bb.smooth) == 2 and not bb.bottomup
+    assert not any(k.startswith(("downsamples", "smooth_up")) for k in bb.state_dict())
+    # laterals[i] / smooth[i] serve level topdown[i]: 48 -> 24 into level 0, 64 -> 48 into level 1
+    assert [m[0].in_channels for m in bb.laterals] == [48, 64]
+    assert [m[0].out_channels for m in bb.smooth] == [24, 48]
+
+
+def test_light_blocks_knob():
+    blocks = (3, 0, 1, 0, 2, 0)
+    bb = build_backbone(_light_cfg(light_blocks=blocks)).eval()
+    assert [len(stage) - 1 for stage in bb.stages] == list(blocks)
+    with torch.no_grad():
+        feats = bb(torch.randn(1, 3, 256, 128))
+    assert _sizes(feats) == _expected(256, 128)
+
+
+@pytest.mark.parametrize("bottomup", [False, True])
+@pytest.mark.parametrize("hw", [(256, 384), (200, 130)])  # exact, and not multiples of 128 (ceil)
+def test_light_fpn_and_pan_sizes(hw, bottomup):
+    bb = build_backbone(_light_cfg(light_topdown=(0, 1, 2, 3, 4), light_bottomup=bottomup)).eval()
+    assert len(bb.laterals) == 5 and (len(bb.downsamples) == 5 if bottomup else not hasattr(bb, "downsamples"))
+    with torch.no_grad():
+        feats = bb(torch.randn(2, 3, *hw))
+    assert _sizes(feats) == [(-(-hw[0] // s), -(-hw[1] // s)) for s in STRIDES]
+    assert [f.shape[1] for f in feats] == [8, 8, 16, 16, 16, 16]
+
+
+def _raw_stages(bb, x):
+    feats = []
+    x = bb.stem(x.contiguous(memory_format=torch.channels_last))  # as the backbone: same rounding
+    for stage in bb.stages:
+        x = stage(x)
+        feats.append(x)
+    return feats
+
+
+def test_light_neck_paths_touch_only_their_levels():
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 256, 256)
+    fpn = build_backbone(_light_cfg(light_topdown=(1, 3))).eval()
+    pan = build_backbone(_light_cfg(light_topdown=(1, 3), light_bottomup=True)).eval()
+    pan.load_state_dict(fpn.state_dict(), strict=False)  # the same stages and top-down path
+    with torch.no_grad():
+        raw, top, both = _raw_stages(fpn, x), fpn(x), pan(x)
+    # top-down: only levels 1 and 3 are fused (from levels 2 and 4)
+    for l in range(6):
+        assert torch.equal(top[l], raw[l]) == (l not in (1, 3)), l
+    # bottom-up over the same edges: levels 2 (from 1) and 4 (from 3) change, nothing else
+    for l in range(6):
+        assert torch.equal(both[l], top[l]) == (l not in (2, 4)), l
+    # level 4 = smooth_up(top-down level 4 + downsample(fused level 3)), by hand
+    with torch.no_grad():
+        expected = pan.smooth_up[1](top[4] + pan.downsamples[1](top[3]))
+    torch.testing.assert_close(both[4], expected)
+
+
+def test_light_fields_validation():
+    for bad in [(1, 1), (1, 1, 1, 1, 1, -1), (1.0, 1, 1, 1, 1, 1)]:
+        with pytest.raises(ValueError, match="light_blocks"):
+            build_backbone(_light_cfg(light_blocks=bad))
+    for bad in [(5,), (1, 0), (0, 0), (-1,)]:
+        with pytest.raises(ValueError, match="light_topdown"):
+            build_backbone(_light_cfg(light_topdown=bad))
+    with pytest.raises(ValueError, match="light_bottomup"):
+        build_backbone(_light_cfg(light_topdown=(), light_bottomup=True))
+    with pytest.raises(ValueError, match="light_bottomup"):
+        build_backbone(_light_cfg(light_bottomup=1))
+    for field, value in [("light_blocks", (1,) * 6), ("light_topdown", (0,)), ("light_bottomup", True)]:
+        with pytest.raises(ValueError, match=f"{field} is a light-backbone field"):
+            build_backbone(ModelConfig(backbone="resnet152", **{field: value}))
+    # no top-down at all is a valid (ablation) network
+    bb = build_backbone(_light_cfg(light_topdown=()))
+    assert len(bb.laterals) == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
@@ -328,3 +329,80 @@ def test_everything_on_trains_end_to_end():
     for l in levels:
         assert torch.count_nonzero(model.ffmm[str(l)].conv.weight.grad) > 0
         assert torch.count_nonzero(model.fem[str(l)].branch3[1][0].weight.grad) > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# the default network is unchanged by the v4 fields (issue 17); the v4 candidates
+
+SHIPPED = Path(ufssd.__file__).parent / "weights" / "default.safetensors"
+
+
+def _pattern_input(h: int = 128, w: int = 256) -> torch.Tensor:
+    """A fixed (1, 3, h, w) input that needs no random generator."""
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    return torch.stack([torch.sin(xx / 7.0 + c) * torch.cos(yy / 5.0 - c) * 2.0 for c in range(3)])[None]
+
+
+@pytest.fixture(scope="module")
+def shipped_default():
+    if not SHIPPED.is_file():
+        pytest.skip(f"{SHIPPED} missing")
+    from safetensors.torch import load_file
+
+    model = build_model("ufssd_light_ffmm_x1").eval()
+    model.load_state_dict(load_file(str(SHIPPED)), strict=True)  # same keys and shapes, nothing extra
+    return model
+
+
+def test_shipped_weights_load_strictly_into_the_default_preset(shipped_default):
+    keys = shipped_default.backbone.state_dict().keys()
+    assert not any(k.startswith(("downsamples", "smooth_up")) for k in keys)
+    assert sum(p.numel() for p in shipped_default.parameters()) == 117_424
+
+
+def test_default_forward_unchanged(shipped_default):
+    """Sums of the shipped network's outputs on a fixed input, recorded before the v4 fields
+    (light_blocks, light_topdown, light_bottomup) were added: their defaults are that network."""
+    with torch.no_grad():
+        cls, box, (mask,) = shipped_default(_pattern_input())
+    assert cls.shape == (1, 2730, 2) and mask.shape == (1, 2, 32, 64)
+    recorded = {
+        "cls": (-6756.888733357191, 6775.991384595633),
+        "box": (-1319.882623501122, 7302.4597550183535),
+        "mask": (38.459792733192444, None),
+    }
+    for name, t in (("cls", cls), ("box", box), ("mask", mask)):
+        total, absolute = recorded[name]
+        assert float(t.double().sum()) == pytest.approx(total, rel=1e-5, abs=1e-3), name
+        if absolute is not None:
+            assert float(t.double().abs().sum()) == pytest.approx(absolute, rel=1e-5), name
+    torch.testing.assert_close(
+        cls[0, :3], torch.tensor([[-0.37554991, -2.04224563], [-0.14630591, -1.81746185], [-0.20432597, -1.86721826]])
+    )
+
+
+V4 = [n for n in list_presets() if n.startswith("ufssd_light_v4_")]
+V4_FIELDS = {"channels", "light_blocks", "light_topdown", "light_bottomup"}
+
+
+def test_v4_candidates_change_only_the_small_face_levels_or_the_neck():
+    assert len(V4) >= 5
+    base = get_preset("ufssd_light_ffmm_x1")
+    for name in V4:
+        cfg = get_preset(name)
+        assert cfg.model.ffmm_levels == (0,)  # FFMM-x1, as the default
+        changed = {f.name for f in dataclasses.fields(cfg.model) if getattr(cfg.model, f.name) != getattr(base.model, f.name)}
+        assert changed and changed <= V4_FIELDS, (name, changed)
+        # everything but the model is the default's (the equal budget of the comparison)
+        assert dataclasses.replace(cfg, name=base.name, model=base.model) == base
+
+
+def test_v4_pan_neck_trains():
+    """One backward pass of the full FPN + PAN neck reaches its coarsest fusions."""
+    model = build_model("ufssd_light_v4_pan").train()
+    out = model(torch.randn(2, 3, 128, 128))
+    (out.cls_logits.logsumexp(-1).mean() + out.box_deltas.abs().mean()).backward()
+    backbone = model.backbone
+    assert len(backbone.laterals) == len(backbone.downsamples) == 5
+    assert torch.count_nonzero(backbone.laterals[-1][0].weight.grad) > 0  # level 5 -> 4, top-down
+    assert torch.count_nonzero(backbone.downsamples[-1][1][0].weight.grad) > 0  # level 4 -> 5, bottom-up

@@ -6,7 +6,8 @@ for H and W multiples of 128 level l is exactly ``(H / s_l, W / s_l)`` (ceil oth
 
 - ``vgg16``: the S3FD layout (conv3_3, conv4_3, conv5_3 with L2Norm, fc7, conv6_2, conv7_2).
 - ``resnet152``: torchvision's ResNet-152 C2..C5, two extra stride-2 stages, 1x1 laterals to 256.
-- ``light``: our CPU backbone (depthwise-separable stages and a top-down fusion into stride 4).
+- ``light``: our CPU backbone (depthwise-separable stages, a top-down fusion into stride 4 and 8;
+  ``light_*`` fields of the config: depth per level, a full FPN top-down path, a PAN bottom-up path).
 
 All start from scratch; :func:`load_pretrained` loads ImageNet weights from a local file.
 """
@@ -181,36 +182,58 @@ class SeparableBlock(nn.Module):
 
 
 class LightBackbone(nn.Module):
-    """Our CPU backbone: a stride-2 3x3 stem and six depthwise-separable stages.
+    """Our CPU backbone: a stride-2 3x3 stem and six depthwise-separable stages, and a light neck.
 
-    stem 3x3/2 (16) -> [stride-2 block + ``LIGHT_BLOCKS[l]`` stride-1 blocks] per level with
-    ``channels[l]`` outputs (default 24, 48, 64, 128, 128, 128). Levels 0 and 1 get context from
-    the next coarser level (top-down: 1x1 lateral, nearest upsample to the exact size, add, then a
-    depthwise 3x3 + BN + ReLU), which lets the stride-4 level see beyond its small receptive field.
+    stem 3x3/2 (16) -> [stride-2 block + ``blocks[l]`` stride-1 blocks] per level with
+    ``channels[l]`` outputs (defaults ``LIGHT_CHANNELS`` = 24, 48, 64, 128, 128, 128 and
+    ``LIGHT_BLOCKS`` = 1, 1, 2, 1, 0, 0). Each level l in ``topdown`` (default 0 and 1) gets context
+    from the next coarser level, coarse to fine (1x1 lateral + BN, nearest upsample to the exact
+    size, add, then a depthwise 3x3 + BN + ReLU), which lets the stride-4 level see beyond its
+    small receptive field. With ``bottomup`` a PAN path follows over the same edges, fine to
+    coarse: level l + 1 += a stride-2 depthwise-separable downsample of level l (dw 3x3/2 + BN +
+    ReLU, 1x1 + BN), then a depthwise 3x3 + BN + ReLU (YuNet's and SCRFD's PAFPN, made light).
     The input is turned channels-last first: on CPU, oneDNN's depthwise and 3-channel convs are
     several times faster in that layout (the outputs keep it; shapes are unchanged). See
     docs/model.md for the measured speed.
     """
 
-    def __init__(self, batch_norm: bool = True, channels: tuple[int, ...] = ()) -> None:
+    def __init__(
+        self,
+        batch_norm: bool = True,
+        channels: tuple[int, ...] = (),
+        blocks: tuple[int, ...] = (),
+        topdown: tuple[int, ...] = (0, 1),
+        bottomup: bool = False,
+    ) -> None:
         super().__init__()
         channels = tuple(channels) or LIGHT_CHANNELS
+        blocks = tuple(blocks) or LIGHT_BLOCKS
+        self.topdown = tuple(topdown)
         self.stem = conv_bn_relu(3, LIGHT_STEM, 3, stride=2, batch_norm=batch_norm)
         stages = []
         in_ch = LIGHT_STEM
-        for c, n in zip(channels, LIGHT_BLOCKS):
-            blocks = [SeparableBlock(in_ch, c, stride=2, batch_norm=batch_norm)]
-            blocks += [SeparableBlock(c, c, batch_norm=batch_norm) for _ in range(n)]
-            stages.append(nn.Sequential(*blocks))
+        for c, n in zip(channels, blocks):
+            layers = [SeparableBlock(in_ch, c, stride=2, batch_norm=batch_norm)]
+            layers += [SeparableBlock(c, c, batch_norm=batch_norm) for _ in range(n)]
+            stages.append(nn.Sequential(*layers))
             in_ch = c
         self.stages = nn.ModuleList(stages)
-        # top-down fusion into levels 1 and 0 (coarse -> fine)
+        # top-down fusion (coarse -> fine); entry i serves level topdown[i]
         self.laterals = nn.ModuleList(
-            conv_bn_relu(channels[l + 1], channels[l], 1, batch_norm=batch_norm, relu=False) for l in (0, 1)
+            conv_bn_relu(channels[l + 1], channels[l], 1, batch_norm=batch_norm, relu=False) for l in self.topdown
         )
-        self.smooth = nn.ModuleList(
-            conv_bn_relu(channels[l], channels[l], 3, groups=channels[l], batch_norm=batch_norm) for l in (0, 1)
-        )
+        self.smooth = nn.ModuleList(_depthwise_smooth(channels[l], batch_norm) for l in self.topdown)
+        # bottom-up (fine -> coarse); entry i serves level topdown[i] + 1 (absent by default)
+        if bottomup:
+            self.downsamples = nn.ModuleList(
+                nn.Sequential(
+                    conv_bn_relu(channels[l], channels[l], 3, stride=2, groups=channels[l], batch_norm=batch_norm),
+                    conv_bn_relu(channels[l], channels[l + 1], 1, batch_norm=batch_norm, relu=False),
+                )
+                for l in self.topdown
+            )
+            self.smooth_up = nn.ModuleList(_depthwise_smooth(channels[l + 1], batch_norm) for l in self.topdown)
+        self.bottomup = bottomup
         self.out_channels = channels
         init_conv_weights(self)
 
@@ -224,10 +247,51 @@ class LightBackbone(nn.Module):
         for stage in self.stages:
             x = stage(x)
             feats.append(x)
-        for l in (1, 0):
-            up = F.interpolate(self.laterals[l](feats[l + 1]), size=feats[l].shape[-2:], mode="nearest")
-            feats[l] = self.smooth[l](feats[l] + up)
+        for i in reversed(range(len(self.topdown))):
+            l = self.topdown[i]
+            up = F.interpolate(self.laterals[i](feats[l + 1]), size=feats[l].shape[-2:], mode="nearest")
+            feats[l] = self.smooth[i](feats[l] + up)
+        if self.bottomup:
+            for i, l in enumerate(self.topdown):
+                feats[l + 1] = self.smooth_up[i](feats[l + 1] + self.downsamples[i](feats[l]))
         return feats
+
+
+def _depthwise_smooth(channels: int, batch_norm: bool) -> nn.Sequential:
+    """The neck's smoothing after an add: depthwise 3x3 + BN + ReLU."""
+    return conv_bn_relu(channels, channels, 3, groups=channels, batch_norm=batch_norm)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def validate_light_config(cfg: ModelConfig) -> None:
+    """Raise ValueError, naming the field, for ``light_*`` fields the light backbone cannot build
+    (or for a non-default one on another backbone, which would silently ignore it)."""
+    defaults = ModelConfig()
+    if cfg.backbone != "light":
+        for name in ("light_blocks", "light_topdown", "light_bottomup"):
+            if getattr(cfg, name) != getattr(defaults, name):
+                raise ValueError(f"ModelConfig.{name} is a light-backbone field; backbone is {cfg.backbone!r}")
+        return
+    blocks = cfg.light_blocks
+    if blocks and (len(blocks) != NUM_LEVELS or not all(_is_int(n) and n >= 0 for n in blocks)):
+        raise ValueError(
+            f"ModelConfig.light_blocks needs {NUM_LEVELS} integers >= 0 (stride-1 blocks per level) "
+            f"or () for the default, got {blocks!r}"
+        )
+    top = cfg.light_topdown
+    in_range = all(_is_int(l) and 0 <= l < NUM_LEVELS - 1 for l in top)
+    if not in_range or list(top) != sorted(set(top)):
+        raise ValueError(
+            f"ModelConfig.light_topdown must be increasing distinct levels in 0..{NUM_LEVELS - 2} "
+            f"(each receives from level + 1), got {top!r}"
+        )
+    if not isinstance(cfg.light_bottomup, bool):
+        raise ValueError(f"ModelConfig.light_bottomup must be True or False, got {cfg.light_bottomup!r}")
+    if cfg.light_bottomup and not top:
+        raise ValueError("ModelConfig.light_bottomup needs light_topdown levels (it runs over the same edges)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,6 +299,7 @@ class LightBackbone(nn.Module):
 
 def build_backbone(cfg: ModelConfig) -> nn.Module:
     """The backbone named by ``cfg.backbone``, from scratch (see :func:`load_pretrained`)."""
+    validate_light_config(cfg)
     if cfg.channels and len(cfg.channels) != NUM_LEVELS:
         raise ValueError(f"ModelConfig.channels needs {NUM_LEVELS} values (one per level), got {cfg.channels!r}")
     if cfg.backbone == "vgg16":
@@ -244,7 +309,7 @@ def build_backbone(cfg: ModelConfig) -> nn.Module:
     if cfg.backbone == "resnet152":
         return ResNet152Backbone(cfg.batch_norm, cfg.channels)
     if cfg.backbone == "light":
-        return LightBackbone(cfg.batch_norm, cfg.channels)
+        return LightBackbone(cfg.batch_norm, cfg.channels, cfg.light_blocks, cfg.light_topdown, cfg.light_bottomup)
     raise ValueError(f"unknown backbone {cfg.backbone!r}; known: {', '.join(BACKBONES)}")
 
 
