@@ -80,6 +80,9 @@ class ModelConfig:
     mcdm_levels: tuple[int, ...] = (0,)  # "MCDM-B": behind ef_160
     # heads: level 0 predicts this many background logits and takes their max (S3FD max-out)
     maxout_background: int = 3
+    # levels whose head is depthwise 3x3 (+ BN + ReLU) then 1x1 instead of a dense 3x3 [choice]
+    # (docs/model.md, "v4 candidates"); () = the paper's heads
+    separable_head_levels: tuple[int, ...] = ()
     # input normalisation: RGB in [0, 1], then (x - mean) / std
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)

@@ -19,6 +19,7 @@ LIGHT_FEM_CHANNELS = 24
 V4_WIDE = (32, 64, 64, 128, 128, 128)  # levels 0-1 a third wider
 V4_DEEP = (2, 2, 2, 1, 0, 0)  # one more block at levels 0-1 (+8 px receptive field at stride 4)
 V4_FPN = (0, 1, 2, 3, 4)  # top-down into every level (a full FPN path)
+V4_SEPHEAD = (0,)  # a depthwise-separable head at stride 4, where the dense head is half the MACs
 
 
 def _preset(name: str, model: ModelConfig, train: TrainConfig | None = None) -> DetectorConfig:
@@ -65,8 +66,9 @@ PRESETS: dict[str, DetectorConfig] = {
         _preset("ufssd_light_fem_mcdm_b_eta0.20", _fem_mcdm(0.20, _light)),
         _preset("ufssd_light_fem_mcdm_b_eta0.30", _fem_mcdm(0.30, _light)),
         # v4 candidates (issue 17): the default network (FFMM-x1) with one change at the levels
-        # that find small faces, or in the neck, and one combination (PAN + deep: depth costs less
-        # time than width); cost in docs/model.md, accuracy still to be measured
+        # that find small faces, or in the neck, and combinations (PAN + deep: depth costs less
+        # time than width; FPN or PAN + a separable level-0 head); cost in docs/model.md, accuracy
+        # still to be measured
         _preset("ufssd_light_v4_wide", _light(ffmm_levels=(0,), channels=V4_WIDE)),
         _preset("ufssd_light_v4_deep", _light(ffmm_levels=(0,), light_blocks=V4_DEEP)),
         _preset("ufssd_light_v4_fpn", _light(ffmm_levels=(0,), light_topdown=V4_FPN)),
@@ -74,6 +76,15 @@ PRESETS: dict[str, DetectorConfig] = {
         _preset(
             "ufssd_light_v4_pan_deep",
             _light(ffmm_levels=(0,), light_topdown=V4_FPN, light_bottomup=True, light_blocks=V4_DEEP),
+        ),
+        # the neck paid for by a separable level-0 head
+        _preset(
+            "ufssd_light_v4_fpn_sephead",
+            _light(ffmm_levels=(0,), light_topdown=V4_FPN, separable_head_levels=V4_SEPHEAD),
+        ),
+        _preset(
+            "ufssd_light_v4_pan_sephead",
+            _light(ffmm_levels=(0,), light_topdown=V4_FPN, light_bottomup=True, separable_head_levels=V4_SEPHEAD),
         ),
     ]
 }

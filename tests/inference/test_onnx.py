@@ -148,3 +148,23 @@ def test_v4_candidate_exports_with_parity(tmp_path):
     assert len(a) == len(b) > 10
     np.testing.assert_allclose(a.boxes, b.boxes, atol=0.5)
     np.testing.assert_allclose(a.scores, b.scores, atol=1e-4)
+
+
+def test_separable_head_candidate_exports_with_parity(tmp_path):
+    """A separable level-0 head (depthwise 3x3 + BN + ReLU, then 1x1) on the PAN neck exports and
+    runs in onnxruntime with the default's parity (its BatchNorm folded like the backbone's)."""
+    from ufssd.model import build_model
+
+    model = _calibrated(build_model("ufssd_light_v4_pan_sephead"))
+    assert model.heads[0].depthwise is not None and model.heads[1].depthwise is None
+    image = np.random.default_rng(4).integers(0, 256, (200, 300, 3), dtype=np.uint8)
+    path = tmp_path / "v4_pan_sephead.onnx"
+    report = export_onnx(model, path, check_image=image).parity
+    assert report.ok and report.max_abs_diff < 1e-4, report.summary()
+    assert report.inputs == [(1, 3, 256, 384), (2, 3, 256, 384)]
+    ort_det = FaceDetector(weights=path, score_threshold=0.99, num_threads=1)
+    torch_det = FaceDetector.from_model(model, score_threshold=0.99)
+    a, b = ort_det.detect(image), torch_det.detect(image)
+    assert len(a) == len(b) > 10
+    np.testing.assert_allclose(a.boxes, b.boxes, atol=0.5)
+    np.testing.assert_allclose(a.scores, b.scores, atol=1e-4)

@@ -130,6 +130,9 @@ def test_config_validation():
         UFSSD(_light(ffmm_levels=(6,)))
     with pytest.raises(ValueError, match="mcdm_mode"):
         UFSSD(_light(mcdm_mode="dropout"))
+    for bad in ((6,), (-1,), (0, 0)):
+        with pytest.raises(ValueError, match=r"ModelConfig\.separable_head_levels .*got"):
+            UFSSD(_light(separable_head_levels=bad))
 
 
 def test_input_validation():
@@ -161,6 +164,47 @@ def test_heads_use_maxout_only_on_level_0():
     assert [h.cls.out_channels for h in model.heads] == [4, 2, 2, 2, 2, 2]
     model = build_model(dataclasses.replace(_light(), model=dataclasses.replace(_light().model, maxout_background=1)))
     assert model.heads[0].cls.out_channels == 2
+
+
+def test_separable_head_has_the_plain_heads_outputs():
+    """Same output shapes and max-out as the plain head; depthwise 3x3 + BN + ReLU, then 1x1."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 24, 6, 10)
+    plain, separable = LevelHead(24, 3), LevelHead(24, 3, separable=True).eval()
+    (cls_p, box_p), (cls_s, box_s) = plain(x), separable(x)
+    assert cls_s.shape == cls_p.shape == (2, 60, 2) and box_s.shape == box_p.shape == (2, 60, 4)
+    assert plain.depthwise is None and plain.cls.kernel_size == (3, 3)
+    assert separable.cls.kernel_size == separable.box.kernel_size == (1, 1)
+    assert separable.depthwise[0].groups == 24 and isinstance(separable.depthwise[1], torch.nn.BatchNorm2d)
+    assert separable.cls.bias[-1] == plain.cls.bias[-1]  # the same face prior
+    # hand-worked: an identity depthwise (centre tap 1, BN at its initial statistics) leaves
+    # relu(x); the 1x1 class conv then reads one cell: background = max of its 3 logits
+    with torch.no_grad():
+        separable.depthwise[0].weight.zero_()
+        separable.depthwise[0].weight[:, 0, 1, 1] = 1.0
+        separable.cls.weight.zero_()
+        separable.cls.bias.zero_()
+        separable.cls.weight[:3, 0, 0, 0] = torch.tensor([1.0, 2.0, -1.0])  # 3 background logits
+        separable.cls.weight[3, 1, 0, 0] = 1.0  # face logit = channel 1
+        cell = torch.zeros(1, 24, 1, 1)
+        cell[0, 0], cell[0, 1] = 0.5, -3.0  # channel 1 is cut by the ReLU
+        cls, box = separable(cell)
+    bn_scale = 1.0 / (1.0 + separable.depthwise[1].eps) ** 0.5
+    torch.testing.assert_close(cls.flatten(), torch.tensor([1.0 * bn_scale, 0.0]))
+    assert box.shape == (1, 1, 4)
+
+
+def test_separable_head_levels_change_only_their_heads():
+    plain, sep = build_model(_light()).eval(), build_model(_light(separable_head_levels=(0, 3))).eval()
+    assert [h.depthwise is not None for h in sep.heads] == [True, False, False, True, False, False]
+    assert [h.cls.out_channels for h in sep.heads] == [4, 2, 2, 2, 2, 2]  # max-out kept at level 0
+    extra = set(sep.state_dict()) - set(plain.state_dict())
+    assert set(plain.state_dict()) <= set(sep.state_dict())
+    assert extra and all(k.startswith(("heads.0.depthwise.", "heads.3.depthwise.")) for k in extra)
+    x = torch.randn(1, 3, 128, 256)
+    with torch.no_grad():
+        a, b = plain(x), sep(x)
+    assert a.cls_logits.shape == b.cls_logits.shape and a.box_deltas.shape == b.box_deltas.shape
 
 
 def test_flatten_cells_row_major():
@@ -382,7 +426,7 @@ def test_default_forward_unchanged(shipped_default):
 
 
 V4 = [n for n in list_presets() if n.startswith("ufssd_light_v4_")]
-V4_FIELDS = {"channels", "light_blocks", "light_topdown", "light_bottomup"}
+V4_FIELDS = {"channels", "light_blocks", "light_topdown", "light_bottomup", "separable_head_levels"}
 
 
 def test_v4_candidates_change_only_the_small_face_levels_or_the_neck():

@@ -29,7 +29,7 @@ def validate_model_config(cfg: DetectorConfig) -> None:
     m: ModelConfig = cfg.model
     if len(cfg.anchors.strides) != NUM_LEVELS:
         raise ValueError(f"the detector has {NUM_LEVELS} levels, anchors.strides has {len(cfg.anchors.strides)}")
-    for field in ("fem_levels", "ffmm_levels", "mcdm_levels"):
+    for field in ("fem_levels", "ffmm_levels", "mcdm_levels", "separable_head_levels"):
         levels = getattr(m, field)
         bad = [l for l in levels if not 0 <= l < NUM_LEVELS]
         if bad or len(set(levels)) != len(levels):
@@ -75,7 +75,13 @@ class UFSSD(nn.Module):
         self.ffmm = nn.ModuleDict({str(l): FFMM(channels[l], m.mask_threshold) for l in m.ffmm_levels})
         self.mcdm = MCDM(m.mcdm_mode, m.mcdm_eta) if m.mcdm_mode != "none" and m.mcdm_levels else None
         self.heads = nn.ModuleList(
-            LevelHead(channels[l], m.maxout_background if l == 0 else 1) for l in range(NUM_LEVELS)
+            LevelHead(
+                channels[l],
+                m.maxout_background if l == 0 else 1,
+                separable=l in m.separable_head_levels,
+                batch_norm=m.batch_norm,
+            )
+            for l in range(NUM_LEVELS)
         )
         self.level_channels = channels
 
