@@ -33,7 +33,8 @@ once, not at training time. ``train`` (on the device):
 
 Every argument after ``--`` goes to ``ufssd train`` (``--preset``, ``--init``, ``--lr``,
 ``--set ...``). ``compare --candidate NAME=ARGS ...`` trains up to six candidates one after the
-other with ``--budget`` seconds each (architecture or recipe candidates at an equal budget: issue
+other in one process (the pool decoded once, the compiled augmentation reused) with ``--budget``
+seconds each (architecture or recipe candidates at an equal budget: issue
 17) and brings back ``NAME.safetensors`` of each and ``compare.json``. On this CPU, the same command proves itself end to end with a tiny budget
 (``tests/scripts/test_device_train.py``)::
 
@@ -231,10 +232,55 @@ def cmd_train(args: argparse.Namespace, train_args: list[str]) -> int:
     return code
 
 
+def _train_in_process(args: argparse.Namespace, train_args: list[str], budget: float, run_dir: Path,
+                      console: Path) -> tuple[int, dict | None]:
+    """:func:`run_training` in this process (``ufssd.cli.main``), its log also into ``console``:
+    inside :func:`ufssd.train.device_data.keep_pools` the pool is decoded once for every
+    candidate, and the compiled augmentation is reused."""
+    import logging
+
+    import torch
+
+    from ufssd.cli import main as ufssd_main
+
+    t0 = time.monotonic()
+    full_args = [*DEFAULT_TRAIN_ARGS, *train_args]
+    argv = ["train", *full_args, "--data-device", args.device, "--pack", str(args.pack), "--time-budget", str(budget),
+            "--out", str(run_dir), "--resume", "--device", args.device]  # fmt: skip
+    print("+ ufssd", " ".join(argv), flush=True)
+    handler = logging.FileHandler(console, mode="w")
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    level = root.level
+    root.setLevel(min(level or logging.INFO, logging.INFO))  # the trainer's INFO lines reach the file
+    try:
+        code = ufssd_main(argv)
+    except Exception as exc:  # noqa: BLE001 - one candidate's failure must not end the others
+        logging.getLogger("device_train").exception("candidate failed: %s", exc)
+        code = 1
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+        handler.close()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    if not (run_dir / "train_log.csv").is_file():
+        return code, None
+    batch = int(_value(full_args, "--batch-size", "0"))
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    summary = {**summarise(run_dir, batch, time.monotonic() - t0), "exit_code": code, "gpu": gpu,
+               "torch": torch.__version__, "train_args": full_args}  # fmt: skip
+    return code, summary
+
+
 def cmd_compare(args: argparse.Namespace, train_args: list[str]) -> int:
-    """Train each ``--candidate NAME=ARGS`` for ``--budget`` seconds, one after the other (the same
-    pack, schedule rule and budget each); bring back ``NAME.safetensors`` of each and one
-    ``compare.json`` of their summaries (at most 8 files come back: at most 6 candidates)."""
+    """Train each ``--candidate NAME=ARGS`` for ``--budget`` seconds, one after the other in this
+    process (the pool decoded once; the same pack, schedule rule and budget each); bring back
+    ``NAME.safetensors`` of each and one ``compare.json`` of their summaries (at most 8 files
+    come back: at most 6 candidates)."""
+    from ufssd.train.device_data import keep_pools
+
     out, _ = _prepare(args)
     candidates = [c.split("=", 1) for c in args.candidate]
     if not candidates or any(len(c) != 2 or not c[0].replace("_", "").replace("-", "").isalnum() for c in candidates):
@@ -243,17 +289,19 @@ def cmd_compare(args: argparse.Namespace, train_args: list[str]) -> int:
         raise SystemExit(f"{len(candidates)} candidates: at most 6 (8 files come back)")
     root = args.run_dir or REPO / ".device_data" / "compare"
     root.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `ufssd train` sets it before torch loads
     results, worst = {}, 0
-    for name, extra in candidates:
-        run_dir = root / name
-        code, summary = run_training(args, [*train_args, *shlex.split(extra)], args.budget, run_dir,
-                                     root / f"{name}.log")  # fmt: skip
-        worst = worst or code
-        final = run_dir / "final.safetensors"
-        if final.is_file():
-            shutil.copyfile(final, out / f"{name}.safetensors")
-        results[name] = summary or {"exit_code": code}
-        (out / "compare.json").write_text(json.dumps(results, indent=1) + "\n")
+    with keep_pools():
+        for name, extra in candidates:
+            run_dir = root / name
+            code, summary = _train_in_process(args, [*train_args, *shlex.split(extra)], args.budget, run_dir,
+                                              root / f"{name}.log")  # fmt: skip
+            worst = worst or code
+            final = run_dir / "final.safetensors"
+            if final.is_file():
+                shutil.copyfile(final, out / f"{name}.safetensors")
+            results[name] = summary or {"exit_code": code}
+            (out / "compare.json").write_text(json.dumps(results, indent=1) + "\n")
     return worst
 
 

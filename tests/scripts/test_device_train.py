@@ -83,7 +83,12 @@ def test_train_refuses_a_pack_that_does_not_match(script, pack, tmp_path) -> Non
         script.main(["train", "--pack", str(copy), "--device", "cpu", "--out", str(tmp_path / "out")])
 
 
-def test_compare_trains_each_candidate_at_the_same_budget(script, pack, tmp_path) -> None:
+def test_compare_trains_each_candidate_at_the_same_budget(script, pack, tmp_path, monkeypatch) -> None:
+    import ufssd.data.pack
+
+    decoded = []
+    load_pack = ufssd.data.pack.load_pack
+    monkeypatch.setattr(ufssd.data.pack, "load_pack", lambda *a, **k: decoded.append(1) or load_pack(*a, **k))
     out = tmp_path / "out"
     code = script.main(["compare", "--pack", str(pack), "--device", "cpu", "--budget", "6", "--out", str(out),
                         "--run-dir", str(tmp_path / "runs"),
@@ -98,5 +103,7 @@ def test_compare_trains_each_candidate_at_the_same_budget(script, pack, tmp_path
         assert summary["train_args"][summary["train_args"].index("--preset", 2) + 1] == (
             "ufssd_light" if name == "plain" else "ufssd_light_ffmm_x1"
         )
+    assert len(decoded) == 1  # one pool for both candidates
+    assert "time budget 6 s" in (tmp_path / "runs" / "x1.log").read_text()
     with pytest.raises(SystemExit, match="NAME=ARGS"):
         script.main(["compare", "--pack", str(pack), "--device", "cpu", "--out", str(out), "--candidate", "bad"])

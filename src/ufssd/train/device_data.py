@@ -19,6 +19,7 @@ state the checkpoint keeps (:meth:`DeviceBatches.state`), so a resumed run is th
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from ufssd.train.targets import TrainBatch, TargetBuilder
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DeviceBatches", "DevicePool", "pool_from_pack", "pool_from_samples"]
+__all__ = ["DeviceBatches", "DevicePool", "keep_pools", "pool_from_pack", "pool_from_samples"]
 
 # seeds the augmentation generator of rank r: (seed, _STREAM, r) -> one 63-bit integer
 _STREAM = 0x5EED_DA7A
@@ -104,13 +105,41 @@ def pool_from_samples(samples: Sequence[Sample], device: torch.device | str, max
     return DevicePool.build(images, boxes, ignore, [s.name for s in samples])
 
 
+# pools kept by keep_pools(), by (pack folder, its manifest's size and mtime, device); None: off
+_KEPT: dict[tuple[str, int, int, str], DevicePool] | None = None
+
+
+@contextlib.contextmanager
+def keep_pools() -> Iterator[None]:
+    """Within this block, :func:`pool_from_pack` decodes a pack once per device and hands the same
+    pool to every later run (several trainings in one process: ``scripts/device_train.py
+    compare``); the pools are released at its end."""
+    global _KEPT
+    outer, _KEPT = _KEPT, {} if _KEPT is None else _KEPT
+    try:
+        yield
+    finally:
+        if outer is None:
+            _KEPT = None
+
+
 def pool_from_pack(pack_dir: str | Path, device: torch.device | str) -> DevicePool:
     """The pool of a pack (``ufssd.data.pack``), verified against its manifest and decoded on
-    ``device`` (``torchvision.io.decode_jpeg``, on the GPU when ``device`` is CUDA)."""
-    from ufssd.data.pack import load_pack
+    ``device`` (``torchvision.io.decode_jpeg``, on the GPU when ``device`` is CUDA); inside
+    :func:`keep_pools`, decoded only the first time."""
+    from ufssd.data.pack import MANIFEST_NAME, load_pack
 
+    key = None
+    if _KEPT is not None:
+        stat = (Path(pack_dir) / MANIFEST_NAME).stat()
+        key = (str(Path(pack_dir).resolve()), stat.st_size, stat.st_mtime_ns, str(torch.device(device)))
+        if key in _KEPT:
+            return _KEPT[key]
     packed = load_pack(pack_dir, device=device)
-    return DevicePool.build(packed.images, packed.boxes, packed.ignore, packed.names)
+    pool = DevicePool.build(packed.images, packed.boxes, packed.ignore, packed.names)
+    if key is not None and _KEPT is not None:
+        _KEPT[key] = pool
+    return pool
 
 
 def _first_call_fallback(
