@@ -22,7 +22,7 @@ once, not at training time. ``train`` (on the device):
 
 1. prints the machine (torch, GPU) and verifies the whole pack against its manifest (refusing,
    with every difference named, a pack that does not match);
-2. runs ``ufssd train --data-device cuda --pack ... --time-budget BUDGET`` (one process: the pool
+2. runs ``ufssd train --data-device cuda --pack ... --time-budget BUDGET`` (in this process: the pool
    is decoded once, on the GPU): a ``--probe-steps`` probe, then ``--iters`` sized to the time
    left, with the whole schedule (warm-up clip, milestones) following it, so the run ends
    annealed;
@@ -53,7 +53,6 @@ import os
 import shlex
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -191,39 +190,10 @@ def _prepare(args: argparse.Namespace) -> tuple[Path, str]:
     return out, gpu
 
 
-def run_training(
-    args: argparse.Namespace, train_args: list[str], budget: float, run_dir: Path, console: Path
-) -> tuple[int, dict | None]:
-    """One ``ufssd train`` process on the device data path for ``budget`` seconds; its exit code
-    and summary (None when it logged no step). The console goes to ``console`` and stdout."""
-    import torch
-
-    t0 = time.monotonic()
-    full_args = [*DEFAULT_TRAIN_ARGS, *train_args]
-    cmd = [sys.executable, "-m", "ufssd", "train", *full_args, "--data-device", args.device, "--pack", str(args.pack),
-           "--time-budget", str(budget), "--out", str(run_dir), "--resume", "--device", args.device]  # fmt: skip
-    print("+", " ".join(cmd), flush=True)
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "PYTHONUNBUFFERED": "1"}
-    with console.open("w") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            sys.stdout.write(line)
-            log.write(line)
-        code = proc.wait()
-    if not (run_dir / "train_log.csv").is_file():
-        return code, None
-    batch = int(_value(full_args, "--batch-size", "0"))
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    summary = {**summarise(run_dir, batch, time.monotonic() - t0), "exit_code": code, "gpu": gpu,
-               "torch": torch.__version__, "train_args": full_args}  # fmt: skip
-    return code, summary
-
-
 def cmd_train(args: argparse.Namespace, train_args: list[str]) -> int:
     out, _ = _prepare(args)
     run_dir = args.run_dir or REPO / ".device_data" / "run"  # not under $OUT: at most 8 files come back
-    code, summary = run_training(args, train_args, args.budget, run_dir, out / "train_console.log")
+    code, summary = train_in_process(args, train_args, args.budget, run_dir, out / "train_console.log")
     brought = bring_back(run_dir, out)
     if summary is not None:
         summary["files"] = brought
@@ -232,11 +202,12 @@ def cmd_train(args: argparse.Namespace, train_args: list[str]) -> int:
     return code
 
 
-def _train_in_process(args: argparse.Namespace, train_args: list[str], budget: float, run_dir: Path,
+def train_in_process(args: argparse.Namespace, train_args: list[str], budget: float, run_dir: Path,
                       console: Path) -> tuple[int, dict | None]:
-    """:func:`run_training` in this process (``ufssd.cli.main``), its log also into ``console``:
-    inside :func:`ufssd.train.device_data.keep_pools` the pool is decoded once for every
-    candidate, and the compiled augmentation is reused."""
+    """One ``ufssd train`` on the device data path for ``budget`` seconds, in this process
+    (``ufssd.cli.main``), its log also into ``console``; its exit code and summary (None when it
+    logged no step). Inside :func:`ufssd.train.device_data.keep_pools` (``compare``) the pool is
+    decoded once for every run, and the compiled augmentation is reused."""
     import logging
 
     import torch
@@ -289,12 +260,11 @@ def cmd_compare(args: argparse.Namespace, train_args: list[str]) -> int:
         raise SystemExit(f"{len(candidates)} candidates: at most 6 (8 files come back)")
     root = args.run_dir or REPO / ".device_data" / "compare"
     root.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `ufssd train` sets it before torch loads
     results, worst = {}, 0
     with keep_pools():
         for name, extra in candidates:
             run_dir = root / name
-            code, summary = _train_in_process(args, [*train_args, *shlex.split(extra)], args.budget, run_dir,
+            code, summary = train_in_process(args, [*train_args, *shlex.split(extra)], args.budget, run_dir,
                                               root / f"{name}.log")  # fmt: skip
             worst = worst or code
             final = run_dir / "final.safetensors"
@@ -320,6 +290,7 @@ def bring_back(run_dir: Path, out: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `ufssd train` sets it before torch loads
     argv = sys.argv[1:] if argv is None else list(argv)
     cut = argv.index("--") if "--" in argv else len(argv)
     own, train_args = argv[:cut], argv[cut + 1 :]
