@@ -130,35 +130,24 @@ def _calibrated(model: torch.nn.Module) -> torch.nn.Module:
     return model.eval()
 
 
-def test_v4_candidate_exports_with_parity(tmp_path):
-    """The light backbone's v4 fields (one more block at levels 0-1, top-down into every level,
-    PAN bottom-up) export, and run in onnxruntime and FaceDetector with the default's parity."""
+def _check_structure(preset: str, model) -> None:
+    if preset == "ufssd_light_v4_pan_deep":  # one more block at levels 0-1, FPN into every level, PAN
+        assert model.backbone.bottomup and len(model.backbone.laterals) == 5
+    else:  # a separable level-0 head (depthwise 3x3 + BN + ReLU, then 1x1) on the PAN neck
+        assert model.heads[0].depthwise is not None and model.heads[1].depthwise is None
+
+
+@pytest.mark.parametrize("preset, seed", [("ufssd_light_v4_pan_deep", 3), ("ufssd_light_v4_pan_sephead", 4)])
+def test_v4_candidate_exports_with_parity(preset, seed, tmp_path):
+    """The v4 candidates' new parts (the light backbone's depth, FPN and PAN fields; the separable
+    head, its BatchNorm folded like the backbone's) export, and run in onnxruntime and
+    FaceDetector with the default's parity."""
     from ufssd.model import build_model
 
-    model = _calibrated(build_model("ufssd_light_v4_pan_deep"))
-    assert model.backbone.bottomup and len(model.backbone.laterals) == 5
-    image = np.random.default_rng(3).integers(0, 256, (200, 300, 3), dtype=np.uint8)
-    path = tmp_path / "v4_pan_deep.onnx"
-    report = export_onnx(model, path, check_image=image).parity
-    assert report.ok and report.max_abs_diff < 1e-4, report.summary()
-    assert report.inputs == [(1, 3, 256, 384), (2, 3, 256, 384)]
-    ort_det = FaceDetector(weights=path, score_threshold=0.99, num_threads=1)
-    torch_det = FaceDetector.from_model(model, score_threshold=0.99)
-    a, b = ort_det.detect(image), torch_det.detect(image)
-    assert len(a) == len(b) > 10
-    np.testing.assert_allclose(a.boxes, b.boxes, atol=0.5)
-    np.testing.assert_allclose(a.scores, b.scores, atol=1e-4)
-
-
-def test_separable_head_candidate_exports_with_parity(tmp_path):
-    """A separable level-0 head (depthwise 3x3 + BN + ReLU, then 1x1) on the PAN neck exports and
-    runs in onnxruntime with the default's parity (its BatchNorm folded like the backbone's)."""
-    from ufssd.model import build_model
-
-    model = _calibrated(build_model("ufssd_light_v4_pan_sephead"))
-    assert model.heads[0].depthwise is not None and model.heads[1].depthwise is None
-    image = np.random.default_rng(4).integers(0, 256, (200, 300, 3), dtype=np.uint8)
-    path = tmp_path / "v4_pan_sephead.onnx"
+    model = _calibrated(build_model(preset))
+    _check_structure(preset, model)
+    image = np.random.default_rng(seed).integers(0, 256, (200, 300, 3), dtype=np.uint8)
+    path = tmp_path / f"{preset}.onnx"
     report = export_onnx(model, path, check_image=image).parity
     assert report.ok and report.max_abs_diff < 1e-4, report.summary()
     assert report.inputs == [(1, 3, 256, 384), (2, 3, 256, 384)]
