@@ -51,7 +51,6 @@ import torch  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from ufssd.model import build_model, normalize, pad_to_multiple  # noqa: E402
 from ufssd.presets import get_preset, replace  # noqa: E402
 from ufssd.train.targets import TargetBuilder  # noqa: E402
 
@@ -87,12 +86,12 @@ def synthetic_batch(cfg, batch: int):
 
 
 def bench_step(preset: str, resolution: int, batch: int, iters: int, warmup: int, data_root: Path | None) -> dict:
-    from ufssd.losses import ufssd_loss
+    """The trainer's own step (``Trainer.step``) on one fixed batch, its targets built beforehand."""
+    from ufssd.train import RunConfig
+    from ufssd.train import distributed as D
+    from ufssd.train.trainer import Trainer
 
-    cfg = replace(get_preset(preset), train={"resolution": resolution, "batch_size": batch})
-    torch.manual_seed(0)
-    model = build_model(cfg).train()
-    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4)
+    cfg = replace(get_preset(preset), train={"resolution": resolution, "batch_size": batch, "iters": 10**6})
     data = real_batch(cfg, data_root, batch) if data_root else synthetic_batch(cfg, batch)
     builder = TargetBuilder(cfg)
     target_times = []
@@ -101,18 +100,13 @@ def bench_step(preset: str, resolution: int, batch: int, iters: int, warmup: int
         tb = builder.from_batch(data)
         target_times.append(time.perf_counter() - t0)
     target_s = statistics.median(target_times)
-    times = []
-    for i in range(warmup + iters):
-        t0 = time.perf_counter()
-        images = pad_to_multiple(normalize(tb.images, cfg.model), cfg.anchors.pad_multiple)
-        out = model(images, gt_masks=tb.mcdm_masks or None)
-        loss = ufssd_loss(out, tb.labels, tb.target_deltas, tb.ffmm_masks, cfg.loss, cfg.anchors)["loss"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    med = statistics.median(times)
+    info = D.init_distributed("cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(cfg, [], tmp, RunConfig(device="cpu", progress=False, tensorboard=False), info)
+        trainer.model.train()
+        med = _timed(lambda: trainer.step(tb), iters, warmup, info.device)
+        params = sum(p.numel() for p in trainer.bare.parameters()) / 1e6
+    D.cleanup(info)
     return {
         "preset": preset,
         "resolution": resolution,
@@ -120,7 +114,7 @@ def bench_step(preset: str, resolution: int, batch: int, iters: int, warmup: int
         "step_s": med,
         "images_per_s": batch / med,
         "targets_s_per_batch": target_s,
-        "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
+        "params_M": params,
     }
 
 

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import math
 import os
@@ -107,17 +106,9 @@ def cmd_plan(args: argparse.Namespace, train_args: list[str]) -> int:
 # receive: what arrived
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def cmd_receive(args: argparse.Namespace) -> int:
     """List the shards present (checked against the manifest once it is there)."""
-    from ufssd.data.pack import MANIFEST_NAME, read_manifest
+    from ufssd.data.pack import MANIFEST_NAME, read_manifest, sha256_file
 
     pack = args.pack
     present = sorted(p.name for p in pack.glob("shard-*.bin")) if pack.is_dir() else []
@@ -132,7 +123,7 @@ def cmd_receive(args: argparse.Namespace) -> int:
         path = pack / shard.file
         if not path.is_file():
             bad.append(f"{shard.file}: missing")
-        elif path.stat().st_size != shard.bytes or _sha256(path) != shard.sha256:
+        elif path.stat().st_size != shard.bytes or sha256_file(path) != shard.sha256:
             bad.append(f"{shard.file}: differs from the manifest (a broken transfer?)")
     for line in bad:
         print(line)

@@ -67,19 +67,8 @@ def test_resize_scales_boxes() -> None:
     np.testing.assert_allclose(_white_extent(out), boxes[0], atol=1)
 
 
-def test_centre_rule() -> None:
-    window = (100, 100, 200, 200)
-    boxes = np.array(
-        [
-            [50, 50, 140, 140],  # centre (95, 95): outside -> dropped although it overlaps
-            [180, 120, 260, 160],  # centre (220, 140): outside -> dropped
-            [150, 80, 230, 170],  # centre (190, 125): inside, partly outside -> clipped
-            [120, 120, 140, 150],  # inside
-            [190, 190, 190, 198],  # degenerate ignored face, centre inside: kept, still ignored
-        ],
-        np.float32,
-    )
-    ignore = np.array([False, False, False, False, True])
+def test_centre_rule(centre_rule_case) -> None:
+    window, boxes, ignore = centre_rule_case
     out, ign = crop_boxes(boxes, ignore, window)
     np.testing.assert_array_equal(out, [[50, 0, 100, 70], [20, 20, 40, 50], [90, 90, 90, 98]])
     assert ign.tolist() == [False, False, True]

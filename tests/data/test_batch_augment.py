@@ -85,19 +85,8 @@ def test_crop_resize_matches_cv2_when_downsampling() -> None:
         assert np.abs(got - expected).max() <= 1  # cv2 rounds its weights to 11 bits
 
 
-def test_crop_faces_centre_rule() -> None:
-    window = (100, 100, 200, 200)
-    boxes = np.array(
-        [
-            [50, 50, 140, 140],  # centre (95, 95): outside -> dropped although it overlaps
-            [180, 120, 260, 160],  # centre (220, 140): outside -> dropped
-            [150, 80, 230, 170],  # centre (190, 125): inside, partly outside -> clipped
-            [120, 120, 140, 150],  # inside
-            [190, 190, 190, 198],  # degenerate ignored face, centre inside: kept, still ignored
-        ],
-        np.float32,
-    )
-    ignore = np.array([False, False, False, False, True])
+def test_crop_faces_centre_rule(centre_rule_case) -> None:
+    window, boxes, ignore = centre_rule_case
     b, i, p = pad_boxes([torch.from_numpy(boxes)], [torch.from_numpy(ignore)])
     out, out_ignore, kept = crop_faces(b, i, p, torch.tensor([window]))
     assert kept[0].tolist() == [False, False, True, True, True]

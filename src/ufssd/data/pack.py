@@ -55,6 +55,7 @@ __all__ = [
     "plan_transfer",
     "read_manifest",
     "shard_name",
+    "sha256_file",
     "shrink",
     "verify_pack",
     "write_pack",
@@ -436,7 +437,8 @@ def _packed_size(shape: tuple[int, int], scale: float) -> tuple[int, int]:
 # verifying and loading
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """The SHA-256 of a file's bytes (hex), read a MiB at a time."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(_MIB), b""):
@@ -456,7 +458,7 @@ def _shard_problems(pack_dir: Path, shards: Sequence[ShardRecord]) -> list[str]:
             problems.append(
                 f"shard {shard.file} has {size} bytes, the manifest says {shard.bytes} (half-transferred?)"
             )
-        elif _sha256_file(path) != shard.sha256:
+        elif sha256_file(path) != shard.sha256:
             problems.append(
                 f"shard {shard.file}: SHA-256 differs from the manifest's (corrupt or half-transferred)"
             )
