@@ -12,9 +12,13 @@ matched as in training and, at every positive anchor of a face at least ``--min-
 - the face probability of the positives, and the Spearman correlation of score with IoU
   (does the score follow box quality?);
 - the face probability of background anchors per level (the level-0 score floor), and the
-  positives per crop on each level (all faces: how much training signal each level gets).
+  positives per crop on each level (all faces: how much training signal each level gets);
+- per face (``--per-face``): the best IoU any anchor's decoded box reaches (the oracle: can the
+  regressor place a box at all?) against the IoU of the box NMS would keep (the highest-scored box
+  overlapping the face with IoU > 0.3), and that box's score: does the loss come from regression or
+  from which box is scored first, and from faces the classifier does not find?
 
-usage: python scripts/box_fit.py --weights W [W ...] [--data-root ROOT] [--images N] [--seed S]
+usage: python scripts/box_fit.py --weights W [W ...] [--data-root ROOT] [--images N] [--seed S] [--per-face]
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from scipy.stats import spearmanr
 from ufssd.data import WiderFaceDataset, collate
 from ufssd.geometry import BACKGROUND, POSITIVE, decode
 from ufssd.geometry.pairs import paired_iou
+from torchvision.ops import box_iou
 from ufssd.model import load_weights, normalize, pad_to_multiple
 from ufssd.model.serialization import read_config
 from ufssd.train.sources import read_training_samples
@@ -109,6 +114,60 @@ def fit_stats(weights: str, items, min_face: float, batch: int = 8) -> dict:
     }
 
 
+# A box "overlaps" a face for the kept-box rule when their IoU exceeds the NMS IoU of inference (0.3):
+# of the boxes on a face, NMS keeps the highest-scored one and suppresses the rest.
+OVERLAP_IOU = 0.3
+FOUND_SCORE = 0.3  # a face whose kept box scores below this is "not found" (the v3 floor is ~0.16)
+
+
+@torch.no_grad()
+def per_face_stats(weights: str, items, min_face: float, batch: int = 8) -> dict:
+    """Per face >= ``min_face`` px: the best undecoded anchor's IoU, the oracle IoU (best decoded box
+    of any anchor), the kept box's IoU and score (highest score among boxes with IoU >
+    OVERLAP_IOU), as shares. "Found" compares scores, so it is comparable between models trained
+    with the same class loss only (QFL scores are IoU estimates, CE scores are not)."""
+    model = load_weights(weights).eval()
+    cfg = model.config
+    builder = TargetBuilder(cfg)
+    oracle, kept, score, prior = [], [], [], []
+    for start in range(0, len(items), batch):
+        b = builder.from_batch(collate(items[start : start + batch]))
+        images = pad_to_multiple(normalize(b.images, cfg.model), cfg.anchors.pad_multiple)
+        out = model(images)
+        anchors = builder.anchors(*images.shape[-2:])
+        boxes = decode(out.box_deltas, anchors, cfg.anchors.variances, cfg.anchors.max_log_size)
+        prob = out.cls_logits.softmax(-1)[..., 1]
+        for i, faces in enumerate(b.boxes):
+            faces = faces.float()[(faces[:, 3] - faces[:, 1]) >= min_face]
+            if not len(faces):
+                continue
+            iou = box_iou(faces, boxes[i])  # faces x anchors
+            ranked = torch.where(iou > OVERLAP_IOU, prob[i][None], -1.0).argmax(1)
+            oracle.append(iou.max(1).values.numpy())
+            prior.append(box_iou(faces, anchors).max(1).values.numpy())
+            kept.append(iou.gather(1, ranked[:, None])[:, 0].numpy())
+            score.append(prob[i][ranked].numpy())
+    oracle, kept, score, prior = (np.concatenate(v) for v in (oracle, kept, score, prior))
+    found = score >= FOUND_SCORE
+    return {
+        "weights": weights,
+        "faces": int(oracle.size),
+        "anchor_iou_median": float(np.median(prior)),  # the best undecoded anchor: what regression starts from
+        "anchor_iou_ge_0.8": float((prior >= 0.8).mean()),
+        "oracle_iou_median": float(np.median(oracle)),
+        "oracle_iou_ge_0.8": float((oracle >= 0.8).mean()),
+        "oracle_iou_lt_0.5": float((oracle < 0.5).mean()),
+        "kept_iou_median": float(np.median(kept)),
+        "kept_iou_ge_0.8": float((kept >= 0.8).mean()),
+        "kept_iou_lt_0.5": float((kept < 0.5).mean()),
+        "found_share": float(found.mean()),
+        "kept_iou_ge_0.8_found": float((kept[found] >= 0.8).mean()) if found.any() else None,
+        "kept_iou_lt_0.5_found": float((kept[found] < 0.5).mean()) if found.any() else None,
+        "kept_iou_lt_0.5_not_found": float((kept[~found] < 0.5).mean()) if (~found).any() else None,
+        "share_of_lt_0.5_not_found": float((~found & (kept < 0.5)).sum() / max((kept < 0.5).sum(), 1)),
+    }
+
+
 def receptive_fields(weights: str, size: int = 1024) -> list[dict]:
     """Per level, the receptive field of the centre cell's box deltas, measured by back-propagation
     through the trained network (eval mode, on a mid-grey image): the theoretical side (pixels
@@ -149,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None, help="also write the figures here")
     ap.add_argument("--receptive-fields", action="store_true", help="also measure each level's receptive field")
+    ap.add_argument("--per-face", action="store_true", help="also the per-face oracle / kept-box / found figures")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     cfg = read_config(args.weights[0])  # the crops need the training settings only
@@ -157,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.receptive_fields:
         for res in results:
             res["receptive_fields"] = receptive_fields(res["weights"])
+    if args.per_face:
+        for res in results:
+            res["per_face"] = per_face_stats(res["weights"], items, args.min_face)
     for res in results:
         print(json.dumps(res))
     if args.json:
