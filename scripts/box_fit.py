@@ -33,12 +33,13 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from ufssd.data import WiderFaceDataset, collate
+from ufssd.data import WiderFaceDataset, collate, read_sources
 from ufssd.geometry import BACKGROUND, POSITIVE, decode
 from ufssd.geometry.pairs import paired_iou
 from torchvision.ops import box_iou
 from ufssd.model import load_weights, normalize, pad_to_multiple
 from ufssd.model.serialization import read_config
+from ufssd.config import TrainConfig
 from ufssd.train.sources import read_training_samples
 from ufssd.train.targets import TargetBuilder
 
@@ -53,6 +54,16 @@ def crops(cfg, data_root: str, list_file: str | None, images: int, seed: int, re
     tcfg = dataclasses.replace(cfg.train, resolution=resolution, seed=seed)
     data = WiderFaceDataset([samples[i] for i in order], tcfg, train=True)
     return [data[(0, i)] for i in range(len(data))]
+
+
+def originals(data_root: str, split: str, list_file: str | None, images: int, seed: int):
+    """The first ``images`` of a seeded shuffle of ``split``'s images, whole and at their original
+    size (what evaluation sees), for :func:`per_face_stats` with ``batch=1``."""
+    spec = f"{data_root}:{split}" + (f":{list_file}" if list_file else "")
+    samples = read_sources([spec])  # not read_training_samples: it drops the dev images, on purpose
+    order = np.random.default_rng(seed).permutation(len(samples))[:images]
+    data = WiderFaceDataset([samples[i] for i in order], TrainConfig(), train=False)
+    return [data[i] for i in range(len(data))]
 
 
 @torch.no_grad()
@@ -122,23 +133,25 @@ FOUND_SCORE = 0.3  # a face whose kept box scores below this is "not found" (the
 
 @torch.no_grad()
 def per_face_stats(weights: str, items, min_face: float, batch: int = 8) -> dict:
-    """Per face >= ``min_face`` px: the best undecoded anchor's IoU, the oracle IoU (best decoded box
-    of any anchor), the kept box's IoU and score (highest score among boxes with IoU >
-    OVERLAP_IOU), as shares. "Found" compares scores, so it is comparable between models trained
-    with the same class loss only (QFL scores are IoU estimates, CE scores are not)."""
+    """Per face >= ``min_face`` px (not ignored): the best undecoded anchor's IoU, the oracle IoU
+    (best decoded box of any anchor), the kept box's IoU and score (highest score among boxes with
+    IoU > OVERLAP_IOU), as shares. "Found" compares scores, so it is comparable between models
+    trained with the same class loss only (QFL scores are IoU estimates, CE scores are not).
+    ``items`` may be training crops or whole images (then ``batch=1``: sizes differ)."""
     model = load_weights(weights).eval()
     cfg = model.config
     builder = TargetBuilder(cfg)
     oracle, kept, score, prior = [], [], [], []
     for start in range(0, len(items), batch):
-        b = builder.from_batch(collate(items[start : start + batch]))
+        b = collate(items[start : start + batch])
         images = pad_to_multiple(normalize(b.images, cfg.model), cfg.anchors.pad_multiple)
         out = model(images)
         anchors = builder.anchors(*images.shape[-2:])
         boxes = decode(out.box_deltas, anchors, cfg.anchors.variances, cfg.anchors.max_log_size)
         prob = out.cls_logits.softmax(-1)[..., 1]
-        for i, faces in enumerate(b.boxes):
-            faces = faces.float()[(faces[:, 3] - faces[:, 1]) >= min_face]
+        for i, (faces, ignore) in enumerate(zip(b.boxes, b.ignore)):
+            faces = faces.float()[~ignore]
+            faces = faces[(faces[:, 3] - faces[:, 1]) >= min_face]
             if not len(faces):
                 continue
             iou = box_iou(faces, boxes[i])  # faces x anchors
@@ -200,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", nargs="+", required=True)
     ap.add_argument("--data-root", default=str(SHARED / "data" / "widerface"))
-    ap.add_argument("--list", default=None, help="image list of the train split (default: all)")
+    ap.add_argument("--list", default=None, help="image list of the split (default: all)")
     ap.add_argument("--images", type=int, default=64)
     ap.add_argument("--resolution", type=int, default=640)
     ap.add_argument("--min-face", type=float, default=32.0, help="face height in the crop, px")
@@ -209,17 +222,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None, help="also write the figures here")
     ap.add_argument("--receptive-fields", action="store_true", help="also measure each level's receptive field")
     ap.add_argument("--per-face", action="store_true", help="also the per-face oracle / kept-box / found figures")
+    ap.add_argument("--originals", default=None, metavar="SPLIT",
+                    help="per-face figures only, on whole images of SPLIT (e.g. val with --list dev_images.txt) at their original size")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    cfg = read_config(args.weights[0])  # the crops need the training settings only
-    items = crops(cfg, args.data_root, args.list, args.images, args.seed, args.resolution)
-    results = [fit_stats(w, items, args.min_face) for w in args.weights]
-    if args.receptive_fields:
+    if args.originals:
+        items = originals(args.data_root, args.originals, args.list, args.images, args.seed)
+        results = [{"weights": w, "per_face": per_face_stats(w, items, args.min_face, batch=1)} for w in args.weights]
+    else:
+        cfg = read_config(args.weights[0])  # the crops need the training settings only
+        items = crops(cfg, args.data_root, args.list, args.images, args.seed, args.resolution)
+        results = [fit_stats(w, items, args.min_face) for w in args.weights]
         for res in results:
-            res["receptive_fields"] = receptive_fields(res["weights"])
-    if args.per_face:
-        for res in results:
-            res["per_face"] = per_face_stats(res["weights"], items, args.min_face)
+            if args.receptive_fields:
+                res["receptive_fields"] = receptive_fields(res["weights"])
+            if args.per_face:
+                res["per_face"] = per_face_stats(res["weights"], items, args.min_face)
     for res in results:
         print(json.dumps(res))
     if args.json:

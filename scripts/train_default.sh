@@ -27,14 +27,14 @@ case "${1:-v3}" in
   # Its run folder came back as $RUNS/light_ffmm_gpu1/run; without a GPU this stage is not re-run here.
   # v3.1: from v3 on the 4,885 trainable images of all 61 events (WIDER_ALL, materialised by
   # ../shared/data/widerface-all/materialize.py), with the issue-15 loss (QFL + DIoU, docs/boxes.md);
-  # 480 px crops as v1/v2, one thread and one loader worker so that it can run beside other work;
+  # 480 px crops as v1/v2, one loader worker and THREADS (default 1) so that it can run beside other work;
   # no periodic evaluation (score checkpoints on the dev set with predict-widerface + diagnose.py).
   v3.1) WIDER_ALL=${WIDER_ALL:-$HOME/widerface-all}
     .venv/bin/python -m ufssd train --preset ufssd_light_ffmm_x1 --source "$WIDER_ALL:train" \
       --source "$WIDER_ALL:val:$WIDER_ALL/val_train_images.txt" --init src/ufssd/weights/default.safetensors \
       --set loss.cls_loss=qfl --set loss.lambda_conf=1.0 --set loss.box_loss=diou --set loss.lambda_loc=2.0 \
       --batch-size 16 --lr 0.01 --grad-clip 10 --resolution 480 --warmup 100 --iters 4000 --seed 31 \
-      --resume --checkpoint-every 50 --workers 1 --threads 1 --no-progress --no-tensorboard --log-every 20 \
+      --resume --checkpoint-every 50 --workers 1 --threads "${THREADS:-1}" --no-progress --no-tensorboard --log-every 20 \
       --out "$RUNS/v3.1" ;;
   v3) grep -A6 "^  # v3" "$0" | sed 's/^  # //' ;;
   *) echo "unknown stage $1 (v1, v2, v3, v3.1)" >&2; exit 2 ;;

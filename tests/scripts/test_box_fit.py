@@ -49,3 +49,14 @@ def test_per_face_stats_on_two_training_crops(box_fit, widerface_dir):
     # a trained regressor moves boxes toward the faces: better than the undecoded anchors
     assert stats["oracle_iou_median"] > stats["anchor_iou_median"]
     assert 0.0 <= stats["found_share"] <= 1.0
+
+
+def test_per_face_stats_on_whole_val_images(box_fit, widerface_dir):
+    # originals: whole images at their own sizes, one per batch; the val images are not dropped
+    # (read_training_samples would drop them: they are the dev slice)
+    items = box_fit.originals(str(widerface_dir), "val", None, images=2, seed=0)
+    assert len(items) == 2
+    stats = box_fit.per_face_stats(str(default_weights_path()), items, min_face=32.0, batch=1)
+    kept = sum(int((((it.boxes[:, 3] - it.boxes[:, 1]) >= 32.0) & ~it.ignore).sum()) for it in items)
+    assert stats["faces"] == kept > 0
+    assert stats["oracle_iou_ge_0.8"] >= stats["kept_iou_ge_0.8"]
