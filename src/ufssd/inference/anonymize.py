@@ -48,7 +48,7 @@ ImageLike = Union[str, os.PathLike, np.ndarray, Image.Image]
 
 # the blur threshold of the embedded default model (docs/anonymize.md, scripts/blur_threshold.py:
 # the lowest score on a 0.05 grid at which at least half of the boxes kept on the dev set overlap
-# a face; recall on dev faces >= 20 px 0.628 there, 0.361 at the detection threshold 0.9)
+# a face; v3.1: recall on dev faces >= 20 px 0.646 there, 0.257 at the detection threshold 0.7)
 BLUR_SCORE_THRESHOLD = 0.3
 METHODS = ("blur", "pixelate", "fill")
 SHAPES = ("ellipse", "box")
