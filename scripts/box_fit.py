@@ -36,6 +36,7 @@ from scipy.stats import spearmanr
 from ufssd.data import WiderFaceDataset, collate, read_sources
 from ufssd.geometry import BACKGROUND, POSITIVE, decode
 from ufssd.geometry.pairs import paired_iou
+from ufssd.inference.postprocess import postprocess
 from torchvision.ops import box_iou
 from ufssd.model import load_weights, normalize, pad_to_multiple
 from ufssd.model.serialization import read_config
@@ -141,7 +142,9 @@ def per_face_stats(weights: str, items, min_face: float, batch: int = 8) -> dict
     model = load_weights(weights).eval()
     cfg = model.config
     builder = TargetBuilder(cfg)
-    oracle, kept, score, prior = [], [], [], []
+    # what inference keeps: the evaluation floor (0.01), top-k, NMS, cap (the prediction files)
+    post_cfg = dataclasses.replace(cfg.inference, score_threshold=cfg.inference.eval_score_threshold)
+    oracle, kept, score, prior, after_nms = [], [], [], [], []
     for start in range(0, len(items), batch):
         b = collate(items[start : start + batch])
         images = pad_to_multiple(normalize(b.images, cfg.model), cfg.anchors.pad_multiple)
@@ -149,6 +152,7 @@ def per_face_stats(weights: str, items, min_face: float, batch: int = 8) -> dict
         anchors = builder.anchors(*images.shape[-2:])
         boxes = decode(out.box_deltas, anchors, cfg.anchors.variances, cfg.anchors.max_log_size)
         prob = out.cls_logits.softmax(-1)[..., 1]
+        detections = postprocess(out.cls_logits, out.box_deltas, anchors, post_cfg, anchor_cfg=cfg.anchors)
         for i, (faces, ignore) in enumerate(zip(b.boxes, b.ignore)):
             faces = faces.float()[~ignore]
             faces = faces[(faces[:, 3] - faces[:, 1]) >= min_face]
@@ -160,7 +164,11 @@ def per_face_stats(weights: str, items, min_face: float, batch: int = 8) -> dict
             prior.append(box_iou(faces, anchors).max(1).values.numpy())
             kept.append(iou.gather(1, ranked[:, None])[:, 0].numpy())
             score.append(prob[i][ranked].numpy())
-    oracle, kept, score, prior = (np.concatenate(v) for v in (oracle, kept, score, prior))
+            nms_boxes = detections[i][0]
+            after_nms.append(
+                box_iou(faces, nms_boxes).max(1).values.numpy() if len(nms_boxes) else np.zeros(len(faces), np.float32)
+            )
+    oracle, kept, score, prior, after_nms = (np.concatenate(v) for v in (oracle, kept, score, prior, after_nms))
     found = score >= FOUND_SCORE
     return {
         "weights": weights,
@@ -170,6 +178,9 @@ def per_face_stats(weights: str, items, min_face: float, batch: int = 8) -> dict
         "oracle_iou_median": float(np.median(oracle)),
         "oracle_iou_ge_0.8": float((oracle >= 0.8).mean()),
         "oracle_iou_lt_0.5": float((oracle < 0.5).mean()),
+        # the best box of the prediction files (any score >= the floor, after NMS): diagnose.py's measure
+        "nms_best_iou_ge_0.8": float((after_nms >= 0.8).mean()),
+        "nms_best_iou_lt_0.5": float((after_nms < 0.5).mean()),
         "kept_iou_median": float(np.median(kept)),
         "kept_iou_ge_0.8": float((kept >= 0.8).mean()),
         "kept_iou_lt_0.5": float((kept < 0.5).mean()),
