@@ -33,14 +33,15 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
+from torchvision.ops import box_iou
+
+from ufssd.config import TrainConfig
 from ufssd.data import WiderFaceDataset, collate, read_sources
 from ufssd.geometry import BACKGROUND, POSITIVE, decode
 from ufssd.geometry.pairs import paired_iou
 from ufssd.inference.postprocess import postprocess
-from torchvision.ops import box_iou
 from ufssd.model import load_weights, normalize, pad_to_multiple
 from ufssd.model.serialization import read_config
-from ufssd.config import TrainConfig
 from ufssd.train.sources import read_training_samples
 from ufssd.train.targets import TargetBuilder
 
@@ -67,6 +68,17 @@ def originals(data_root: str, split: str, list_file: str | None, images: int, se
     return [data[i] for i in range(len(data))]
 
 
+def _decoded(model, builder: TargetBuilder, images):
+    """The network on a uint8 batch (normalised, padded as in training): its outputs, the padded
+    size, the anchors of that size, every anchor's decoded box and its face probability."""
+    anchor_cfg = model.config.anchors
+    padded = pad_to_multiple(normalize(images, model.config.model), anchor_cfg.pad_multiple)
+    out = model(padded)
+    anchors = builder.anchors(*padded.shape[-2:])
+    boxes = decode(out.box_deltas, anchors, anchor_cfg.variances, anchor_cfg.max_log_size)
+    return out, padded.shape[-2:], anchors, boxes, out.cls_logits.softmax(-1)[..., 1]
+
+
 @torch.no_grad()
 def fit_stats(weights: str, items, min_face: float, batch: int = 8) -> dict:
     model = load_weights(weights).eval()
@@ -77,13 +89,8 @@ def fit_stats(weights: str, items, min_face: float, batch: int = 8) -> dict:
     positives: dict[int, int] = {}  # all faces, per level
     for start in range(0, len(items), batch):
         b = builder.from_batch(collate(items[start : start + batch]))
-        images = pad_to_multiple(normalize(b.images, cfg.model), cfg.anchors.pad_multiple)
-        out = model(images)
-        h, w = images.shape[-2:]
-        anchors = builder.anchors(h, w)
-        boxes = decode(out.box_deltas, anchors, cfg.anchors.variances, cfg.anchors.max_log_size)
+        out, (h, w), anchors, boxes, prob = _decoded(model, builder, b.images)
         faces = decode(b.target_deltas, anchors, cfg.anchors.variances, cfg.anchors.max_log_size)
-        prob = out.cls_logits.softmax(-1)[..., 1]
         level_of = torch.repeat_interleave(
             torch.arange(len(cfg.anchors.strides)),
             torch.tensor([((h + s - 1) // s) * ((w + s - 1) // s) for s in cfg.anchors.strides]),
@@ -147,11 +154,7 @@ def per_face_stats(weights: str, items, min_face: float, batch: int = 8) -> dict
     oracle, kept, score, prior, after_nms = [], [], [], [], []
     for start in range(0, len(items), batch):
         b = collate(items[start : start + batch])
-        images = pad_to_multiple(normalize(b.images, cfg.model), cfg.anchors.pad_multiple)
-        out = model(images)
-        anchors = builder.anchors(*images.shape[-2:])
-        boxes = decode(out.box_deltas, anchors, cfg.anchors.variances, cfg.anchors.max_log_size)
-        prob = out.cls_logits.softmax(-1)[..., 1]
+        out, _, anchors, boxes, prob = _decoded(model, builder, b.images)
         detections = postprocess(out.cls_logits, out.box_deltas, anchors, post_cfg, anchor_cfg=cfg.anchors)
         for i, (faces, ignore) in enumerate(zip(b.boxes, b.ignore)):
             faces = faces.float()[~ignore]
