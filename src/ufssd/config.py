@@ -160,6 +160,12 @@ class InferenceConfig:
     top_k: int = 750
     max_pixels: int = 4096 * 4096  # larger inputs are downscaled to this many pixels
     skip_masked_anchors: bool = False  # drop anchors of FFMM cells with B = 0 before top-k/NMS
+    # > 0: Gaussian Soft-NMS with this sigma instead of NMS at nms_iou (off: conventions' NMS 0.3)
+    soft_nms_sigma: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.soft_nms_sigma) and self.soft_nms_sigma >= 0):
+            raise ValueError(f"soft_nms_sigma must be >= 0 (0: plain NMS), got {self.soft_nms_sigma}")
 
 
 @dataclass(frozen=True)

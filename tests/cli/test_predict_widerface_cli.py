@@ -57,3 +57,25 @@ def test_predict_widerface_threshold_flag_reaches_the_files(widerface_dir, tmp_p
     assert "score >= 0.5," in capsys.readouterr().err
     lines = (out / (name[:-4] + ".txt")).read_text().split("\n")[2:-1]
     assert all(float(ln.split(" ")[4]) >= 0.5 for ln in lines)
+
+
+def test_predict_widerface_soft_nms_flag(widerface_dir, tmp_path, capsys):
+    """--soft-nms reaches the post-processing: the policy says so, and Soft-NMS keeps the boxes
+    that NMS deletes (at least as many lines, the NMS boxes among them)."""
+    name = (widerface_dir / "dev_images.txt").read_text().split()[0]
+    subset = tmp_path / "subset.txt"
+    subset.write_text(name + "\n")
+    base = ["predict-widerface", "--data-root", str(widerface_dir), "--subset", str(subset),
+            "--no-progress", "--threshold", "0.05"]  # the shipped model: random weights find nothing
+    assert main([*base, "--out", str(tmp_path / "hard")]) == 0
+    assert "NMS at IoU 0.3," in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "soft"), "--soft-nms", "0.5"]) == 0
+    assert "Gaussian Soft-NMS (sigma 0.5)," in capsys.readouterr().err
+    hard, soft = (
+        np.array([[float(v) for v in ln.split(" ")] for ln in (tmp_path / d / (name[:-4] + ".txt")).read_text().split("\n")[2:-1]]).reshape(-1, 5)
+        for d in ("hard", "soft")
+    )
+    assert len(soft) >= len(hard) > 0 and np.all(np.diff(soft[:, 4]) <= 0)
+    np.testing.assert_allclose(soft[0], hard[0], atol=1e-3)  # the best box is taken first by both
+    assert main([*base, "--out", str(tmp_path / "bad"), "--soft-nms", "-1"]) == 2
+    assert "soft_nms_sigma must be >= 0" in capsys.readouterr().err

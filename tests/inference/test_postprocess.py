@@ -1,4 +1,4 @@
-"""postprocess and masked_anchor_keep on hand-worked cases."""
+"""postprocess, soft_nms and masked_anchor_keep on hand-worked cases."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ufssd.config import AnchorConfig, InferenceConfig
-from ufssd.inference.postprocess import masked_anchor_keep, postprocess
+from ufssd.inference.postprocess import masked_anchor_keep, postprocess, soft_nms
 
 ANCHORS = torch.tensor(
     [
@@ -81,3 +81,79 @@ def test_shape_errors():
         postprocess(torch.zeros((4, 2)), torch.zeros((1, 4, 4)), ANCHORS, InferenceConfig())
     with pytest.raises(ValueError, match="anchors"):
         postprocess(torch.zeros((1, 4, 2)), torch.zeros((1, 4, 4)), ANCHORS[:3], InferenceConfig())
+
+
+def reference_soft_nms(boxes, scores, sigma, floor, top_k):
+    """Soft-NMS as the paper's pseudo-code reads (Bodla et al. 2017, Gaussian), over every box."""
+    from torchvision.ops import box_iou
+
+    s = scores.double().clone()
+    alive = torch.ones(len(s), dtype=torch.bool)
+    taken, taken_scores = [], []
+    while len(taken) < top_k and alive.any():
+        j = int(torch.where(alive, s, -1.0).argmax())
+        if s[j] < floor:
+            break
+        taken.append(j)
+        taken_scores.append(float(s[j]))
+        alive[j] = False
+        s = s * torch.exp(-box_iou(boxes[j : j + 1].double(), boxes.double())[0] ** 2 / sigma)
+        alive &= s >= floor
+    return taken, taken_scores
+
+
+def test_soft_nms_decays_overlaps_by_the_gaussian_of_their_iou():
+    boxes = ANCHORS[[0, 1, 2]]  # 0 and 1 overlap at IoU 81/119; 2 overlaps neither
+    keep, scores = soft_nms(boxes, torch.tensor([0.9, 0.8, 0.7]), sigma=0.5, score_floor=0.01, top_k=10)
+    decayed = 0.8 * math.exp(-((81 / 119) ** 2) / 0.5)  # 0.317: below 0.7, so it comes last
+    assert keep.tolist() == [0, 2, 1]
+    assert scores.tolist() == pytest.approx([0.9, 0.7, decayed], rel=1e-5)
+    # the floor drops the decayed box; top_k caps; a small sigma is close to deleting overlaps
+    keep, _ = soft_nms(boxes, torch.tensor([0.9, 0.8, 0.7]), sigma=0.5, score_floor=0.35, top_k=10)
+    assert keep.tolist() == [0, 2]
+    keep, _ = soft_nms(boxes, torch.tensor([0.9, 0.8, 0.7]), sigma=0.5, score_floor=0.01, top_k=2)
+    assert keep.tolist() == [0, 2]
+    keep, _ = soft_nms(boxes, torch.tensor([0.9, 0.8, 0.7]), sigma=1e-3, score_floor=0.01, top_k=10)
+    assert keep.tolist() == [0, 2]
+    # nothing in, nothing out; sigma must be positive
+    keep, scores = soft_nms(torch.zeros((0, 4)), torch.zeros(0), sigma=0.5, score_floor=0.01, top_k=10)
+    assert keep.numel() == 0 and scores.numel() == 0 and keep.dtype == torch.int64
+    with pytest.raises(ValueError, match="sigma > 0"):
+        soft_nms(boxes, torch.tensor([0.9, 0.8, 0.7]), sigma=0.0, score_floor=0.01, top_k=10)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_soft_nms_equals_the_reference_on_crowded_random_boxes(seed):
+    """The x1-window shortcut decays exactly the boxes the full loop decays: same order, same
+    scores (boxes of very different widths, so the window matters)."""
+    g = torch.Generator().manual_seed(seed)
+    n = 400
+    xy = torch.rand(n, 2, generator=g) * 300
+    wh = torch.rand(n, 2, generator=g) ** 3 * 150 + 2
+    boxes = torch.cat([xy, xy + wh], dim=1)
+    scores = torch.rand(n, generator=g) ** 4
+    keep, kept_scores = soft_nms(boxes, scores, sigma=0.5, score_floor=0.01, top_k=150)
+    ref_keep, ref_scores = reference_soft_nms(boxes, scores, 0.5, 0.01, 150)
+    assert keep.tolist() == ref_keep
+    assert kept_scores.tolist() == pytest.approx(ref_scores, rel=1e-4, abs=1e-6)
+    assert torch.all(kept_scores[1:] <= kept_scores[:-1])
+
+
+def test_postprocess_with_soft_nms_keeps_the_overlapping_box_ranked_lower():
+    cls = logits_for([0.9, 0.8, 0.7, 0.05])
+    deltas = torch.zeros((1, 4, 4))
+    cfg = InferenceConfig(score_threshold=0.1, soft_nms_sigma=0.5)
+    ((boxes, scores),) = postprocess(cls, deltas, ANCHORS, cfg)
+    # NMS deletes anchor 1 (test_threshold_nms_and_caps); Soft-NMS keeps it, decayed below anchor 2
+    torch.testing.assert_close(boxes, ANCHORS[[0, 2, 1]])
+    assert scores.tolist() == pytest.approx([0.9, 0.7, 0.8 * math.exp(-((81 / 119) ** 2) / 0.5)], rel=1e-5)
+    assert scores.dtype == torch.float32
+    # the score threshold is also the floor after decay
+    ((boxes, _),) = postprocess(cls, deltas, ANCHORS, InferenceConfig(score_threshold=0.4, soft_nms_sigma=0.5))
+    torch.testing.assert_close(boxes, ANCHORS[[0, 2]])
+
+
+@pytest.mark.parametrize("sigma", [-0.5, float("nan"), float("inf")])
+def test_soft_nms_sigma_is_checked(sigma):
+    with pytest.raises(ValueError, match="soft_nms_sigma"):
+        InferenceConfig(soft_nms_sigma=sigma)

@@ -40,6 +40,10 @@ def add_model_arguments(p: argparse.ArgumentParser, *, backend: bool = True, tta
         "--max-pixels", type=int, default=None, metavar="N",
         help="downscale images with more than N pixels (default 16777216 = 4096x4096)",
     )
+    g.add_argument(
+        "--soft-nms", type=float, default=None, metavar="SIGMA",
+        help="Gaussian Soft-NMS with this sigma (0.5 is usual) instead of NMS at IoU 0.3 (default: the model's)",
+    )
     if tta:
         g.add_argument(
             "--tta", default=None, metavar="PARTS",
@@ -64,6 +68,7 @@ def detector_from_args(args: argparse.Namespace, **overrides):
         max_pixels=args.max_pixels,
         tta=getattr(args, "tta", None),
         num_threads=args.threads,
+        soft_nms_sigma=getattr(args, "soft_nms", None),
     )
     kwargs.update(overrides)
     with loading_errors():

@@ -66,6 +66,8 @@ class FaceDetector:
         num_threads: onnxruntime intra-op threads (torch threads are global: ``torch.set_num_threads``).
         skip_masked_anchors: drop anchors of FFMM cells with mask 0 before top-k and NMS
             (default ``InferenceConfig.skip_masked_anchors``).
+        soft_nms_sigma: > 0 replaces NMS by Gaussian Soft-NMS with this sigma (0.5 is the Soft-NMS
+            paper's; default ``InferenceConfig.soft_nms_sigma``, 0 = NMS at ``nms_threshold``).
         fuse_batchnorm: torch backend: run a copy of the model with BatchNorm folded into the
             convolutions (:func:`ufssd.model.fuse_batchnorm`; same outputs up to float rounding).
     """
@@ -85,6 +87,7 @@ class FaceDetector:
         tta: TTAConfig | str | None = None,
         num_threads: int | None = None,
         skip_masked_anchors: bool | None = None,
+        soft_nms_sigma: float | None = None,
         fuse_batchnorm: bool = True,
         *,
         _model: torch.nn.Module | None = None,
@@ -115,6 +118,7 @@ class FaceDetector:
             top_k=inf.top_k if top_k is None else int(top_k),
             max_pixels=inf.max_pixels if max_pixels is None else int(max_pixels),
             skip_masked_anchors=inf.skip_masked_anchors if skip_masked_anchors is None else bool(skip_masked_anchors),
+            soft_nms_sigma=inf.soft_nms_sigma if soft_nms_sigma is None else float(soft_nms_sigma),
         )
         self.transform = InputTransform(self.config.model, self.config.anchors.pad_multiple, max_size)
         self.pixel_limit = pixel_limit
@@ -186,12 +190,15 @@ class FaceDetector:
         limit = f"{cfg.max_pixels / 1e6:.1f} megapixels"
         if self.transform.max_size is not None:
             limit += f" or a longer side of {self.transform.max_size} px"
+        if cfg.soft_nms_sigma > 0:
+            suppression = f"Gaussian Soft-NMS (sigma {cfg.soft_nms_sigma:g})"
+        else:
+            suppression = f"NMS at IoU {cfg.nms_iou:g}"
         return (
             f"original size, downscaled only beyond {limit}; zero-padded bottom/right to a multiple "
             f"of {self.transform.pad_multiple}; boxes in original pixels; TTA "
             f"{tta_cfg.describe() if tta_cfg else 'none'}; score >= {cfg.score_threshold:g}, "
-            f"top {cfg.pre_nms_top_k} before NMS at IoU {cfg.nms_iou:g}, "
-            f"at most {cfg.top_k} faces"
+            f"top {cfg.pre_nms_top_k} before {suppression}, at most {cfg.top_k} faces"
         )
 
     # ------------------------------------------------------------------ detection

@@ -8,7 +8,8 @@ difference, and thresholded on that difference, so only candidates are evaluated
 below the score threshold
 (and, with ``InferenceConfig.skip_masked_anchors``, anchors of FFMM cells whose mask ``B`` is 0);
 keep the ``pre_nms_top_k`` (5,000) best; decode them against their anchors; NMS at IoU
-``nms_iou`` (0.3, ``torchvision.ops.nms``); keep at most ``top_k`` (750).
+``nms_iou`` (0.3, ``torchvision.ops.nms``), or, with ``InferenceConfig.soft_nms_sigma > 0``,
+Gaussian Soft-NMS (:func:`soft_nms`); keep at most ``top_k`` (750).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 from torchvision.ops import nms
@@ -23,7 +25,7 @@ from torchvision.ops import nms
 from ufssd.config import AnchorConfig, InferenceConfig
 from ufssd.geometry.boxes import decode
 
-__all__ = ["postprocess", "face_scores", "masked_anchor_keep"]
+__all__ = ["postprocess", "face_scores", "masked_anchor_keep", "soft_nms"]
 
 
 def face_scores(cls_logits: Tensor) -> Tensor:
@@ -37,6 +39,58 @@ def _logit(p: float) -> float:
     if p >= 1.0:
         return math.inf
     return math.log(p / (1.0 - p))
+
+
+def soft_nms(boxes: Tensor, scores: Tensor, sigma: float, score_floor: float, top_k: int) -> tuple[Tensor, Tensor]:
+    """Gaussian Soft-NMS (Bodla et al., "Soft-NMS", ICCV 2017): greedily take the box of highest
+    current score, then multiply every remaining box's score by ``exp(-IoU^2 / sigma)``, its IoU
+    with the box taken; boxes whose score falls below ``score_floor`` leave. Stops after ``top_k``
+    boxes. Instead of deleting the boxes that overlap a taken one (NMS), it ranks them lower, so
+    a better-placed box under a higher-scored, worse-placed one survives (docs/boxes.md).
+
+    Exact, on the CPU with NumPy: boxes are sorted by ``x1`` once, so each step decays only the
+    ones whose ``x1`` lies within the widest box's width of the taken one (the others cannot
+    overlap it). Ties go to the lower index of the ``x1`` order.
+
+    Args:
+        boxes: ``(K, 4)`` xyxy. scores: ``(K,)`` in [0, 1].
+    Returns:
+        ``(indices into boxes (int64), decayed scores)``, in the order taken (scores descending),
+        on the device of ``scores``.
+    """
+    if sigma <= 0:
+        raise ValueError(f"soft_nms needs sigma > 0, got {sigma}")
+    device = scores.device
+    b = boxes.detach().to("cpu", torch.float32).numpy()
+    order = np.argsort(b[:, 0], kind="stable")
+    b = b[order]
+    s = scores.detach().to("cpu", torch.float32).numpy()[order].copy()
+    x1 = b[:, 0]
+    widest = float((b[:, 2] - b[:, 0]).max()) if len(b) else 0.0
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    taken: list[int] = []
+    taken_scores: list[float] = []
+    while len(taken) < top_k and s.size:
+        j = int(s.argmax())
+        if not s[j] >= score_floor:
+            break
+        taken.append(int(order[j]))
+        taken_scores.append(float(s[j]))
+        s[j] = -1.0  # taken: never again (decays keep it negative)
+        bj = b[j]
+        lo = int(np.searchsorted(x1, bj[0] - widest, "left"))
+        hi = int(np.searchsorted(x1, bj[2], "left"))
+        near = b[lo:hi]
+        w = np.clip(np.minimum(near[:, 2], bj[2]) - np.maximum(near[:, 0], bj[0]), 0.0, None)
+        h = np.clip(np.minimum(near[:, 3], bj[3]) - np.maximum(near[:, 1], bj[1]), 0.0, None)
+        inter = w * h
+        with np.errstate(invalid="ignore", divide="ignore"):
+            iou = np.nan_to_num(inter / (area[lo:hi] + area[j] - inter))
+        s[lo:hi] *= np.exp(-(iou * iou) / sigma)
+    return (
+        torch.tensor(taken, dtype=torch.int64, device=device),
+        torch.tensor(taken_scores, dtype=torch.float32, device=device),
+    )
 
 
 def masked_anchor_keep(
@@ -88,7 +142,7 @@ def postprocess(
         anchors: ``(A, 4)`` xyxy in network-input pixels (:func:`ufssd.geometry.anchors_for_input`
             of the padded input size).
         cfg: the resolved settings of the call (``score_threshold``, ``pre_nms_top_k``,
-            ``nms_iou``, ``top_k``), used as they are: overrides are resolved by the caller
+            ``nms_iou`` or ``soft_nms_sigma``, ``top_k``), used as they are: overrides are resolved by the caller
             (:meth:`ufssd.inference.FaceDetector.resolve`).
         anchor_cfg: variances and the log-size clamp of the box coding (default ``AnchorConfig()``).
         keep: optional ``(N, A)`` bool; anchors where it is False are dropped first
@@ -120,6 +174,10 @@ def postprocess(
             scores, order = torch.topk(scores, cfg.pre_nms_top_k, sorted=False)
             idx = idx[order]
         boxes = decode(box_deltas[i, idx].float(), anchors[idx].float(), anchor_cfg.variances, anchor_cfg.max_log_size)
-        kept = nms(boxes, scores, cfg.nms_iou)[: cfg.top_k]
-        results.append((boxes[kept], scores[kept]))
+        if cfg.soft_nms_sigma > 0:
+            kept, scores = soft_nms(boxes, scores, cfg.soft_nms_sigma, threshold, cfg.top_k)
+            results.append((boxes[kept], scores.to(boxes.dtype)))
+        else:
+            kept = nms(boxes, scores, cfg.nms_iou)[: cfg.top_k]
+            results.append((boxes[kept], scores[kept]))
     return results
