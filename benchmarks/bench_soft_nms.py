@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((threshold, m, statistics.median(per_image[m]), float(np.quantile(per_image[m], 0.9)),
                          statistics.fmean(boxes[m])))
     info = machine_info(args.threads, "cpu")
-    print(f"{len(images)} images of {subset} (every {args.every}th), original size, {args.repeats} runs each; {info}")
+    machine = ", ".join(f"{k} {v}" for k, v in info.items())
+    print(f"{len(images)} images of {subset} (every {args.every}th), original size, {args.repeats} runs each; {machine}")
     print()
     print("| score threshold | suppression | post-processing ms / image, median | p90 | boxes / image |")
     print("|---|---|---|---|---|")
