@@ -64,6 +64,14 @@ def test_onnxruntime_backend_same_boxes(exported, spread_model):
     # an in-memory export when the backend is asked for with a torch model
     mem = FaceDetector.from_model(spread_model, backend="onnxruntime", score_threshold=0.999)
     np.testing.assert_allclose(mem.detect(image).boxes, b.boxes, atol=0.5)
+    # Soft-NMS runs after either backend alike
+    soft = [
+        FaceDetector(weights=path, score_threshold=0.999, num_threads=1, soft_nms_sigma=0.5).detect(image),
+        FaceDetector.from_model(spread_model, score_threshold=0.999, soft_nms_sigma=0.5).detect(image),
+    ]
+    assert len(soft[0]) == len(soft[1]) > 10 and len(soft[0]) != len(b)  # decay drops some below 0.999
+    np.testing.assert_allclose(soft[0].boxes, soft[1].boxes, atol=0.5)
+    np.testing.assert_allclose(soft[0].scores, soft[1].scores, atol=1e-4)
 
 
 def test_parity_failure_writes_nothing(spread_model, tmp_path, monkeypatch):
