@@ -191,3 +191,26 @@ def test_render_efficiency_rows(ablation, tmp_path):
     assert "- In 1 of 2 settings NMS receives" in "\n".join(lines)
     assert ("- x1, Th_Mask = 0.01: dropping the masked anchors removes 25% of the candidates >= 0.01 and changes "
             "those reaching NMS by -1,000, the NMS time by -1.0 ms and the total by -2.0 ms per image.") in lines
+
+
+def _append_many(ablation, path, preset, n):
+    for seed in range(n):
+        ablation.append_row(path, {"preset": preset, "seed": seed, "easy": "0.5"})
+
+
+def test_two_processes_appending_lose_no_row(ablation, tmp_path):
+    """Two grid processes (disjoint --presets, one --out) finishing pairs at once: every row lands."""
+    import multiprocessing
+
+    path = tmp_path / "ablation.csv"
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_append_many, args=(ablation, path, p, 15)) for p in ("a", "b")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    rows = ablation.read_rows(path)
+    assert sorted((r["preset"], int(r["seed"])) for r in rows) == sorted(
+        (p, s) for p in ("a", "b") for s in range(15)
+    )
