@@ -2,7 +2,7 @@
 on the dev set, and render ``docs/ablation.md`` from the CSV of results (issue 18).
 
     python scripts/ablation.py                        # the default grid on this CPU (hours)
-    python scripts/ablation.py --render-only          # docs/ablation.md from OUT/ablation.csv
+    python scripts/ablation.py --render-only          # docs/ablation.md from docs/ablation_runs.csv
     python scripts/ablation.py --presets ufssd_light ufssd_light_ffmm_x1 --seeds 0 1 2 \\
         --budget-images 60000 --resolution 320 --batch-size 16 --device cpu -- --lr 1e-2 --grad-clip 10
 
@@ -15,9 +15,11 @@ on the dev set, and render ``docs/ablation.md`` from the CSV of results (issue 1
 2. **Score.** The run's ``final.safetensors`` predicts the dev images at their original size
    (single scale, threshold 0.01, ``ufssd.inference.predict_widerface``) into the run folder and
    the official protocol scores them (``ufssd.evaluation.evaluate``).
-3. **Record.** One CSV row per pair (``OUT/ablation.csv``, rewritten atomically): dev APs,
-   images seen, training and scoring seconds, the machine, the budget. A pair with a row is never
-   redone; remove its row to score it again (and its run folder to train it again).
+3. **Record.** One CSV row per pair (``--results``, by default ``docs/ablation_runs.csv`` in the
+   repository, appended under a lock): dev APs, images seen, training and scoring seconds, the
+   machine, the budget. The rows are committed: the run folders (checkpoints, predictions) stay
+   outside the work tree and are lost with the machine, the rows are not. A pair with a row is
+   never redone; remove its row to score it again (and its run folder to train it again).
 4. **Render.** ``docs/ablation.md`` from the CSV only (``render`` below): mean and standard
    deviation over seeds per preset, each claim's difference to its baseline with a 95 %
    t-interval from the seeds, the paper's numbers beside ours, and one verdict per claim.
@@ -44,6 +46,9 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("UFSSD_SHARED", REPO.parent / "shared"))
 SETTINGS = ("easy", "medium", "hard")
 LEVEL = 0.95  # of every interval
+# the records, committed (the run folders are not: they stay outside the work tree)
+RESULTS = REPO / "docs" / "ablation_runs.csv"
+EFFICIENCY = REPO / "docs" / "ablation_efficiency.csv"
 # the CPU budget of every row (issue 18: at least 60,000 images seen per run on a CPU)
 CPU_IMAGES, CPU_BATCH, CPU_RESOLUTION = 60_000, 16, 320
 # the recipe's arguments when none follow `--`: the default model's CPU stages' learning rate
@@ -148,7 +153,7 @@ class EvalSet:
 SPEED_ONLY = ("budget_threads", "budget_workers", "budget_checkpoint_every")
 CSV_FIELDS = (
     "preset", "seed", "easy", "medium", "hard", "images_seen", "train_s", "eval_s", "machine",
-    "eval_images", "eval_subset", "finished_utc",
+    "eval_images", "eval_subset", "finished_utc", "note",
 ) + tuple(Budget(0, 1, 0, None, (), "", 0, 0, 0).settings())
 
 # ---------------------------------------------------------------------------------------------
@@ -339,13 +344,18 @@ def run_pair(preset: str, seed: int, budget: Budget, evalset: EvalSet, out: Path
     }
 
 
-def check_budget(out: Path, budget: Budget) -> None:
+def check_budget(out: Path, budget: Budget, results: Path) -> None:
     """``OUT/budget.json`` holds the grid's budget (but ``SPEED_ONLY``); another one is refused
-    (rows must compare)."""
+    (rows must compare), and so is a results file whose rows have another."""
     from ufssd.atomic import atomic_write_text
 
     path = out / "budget.json"
     wanted = {k: v for k, v in budget.settings().items() if k not in SPEED_ONLY}
+    for row in read_rows(results):
+        diff = {k: (row.get(k), v) for k, v in wanted.items() if row.get(k) != str(v)}
+        if diff:
+            raise SystemExit(f"{results}: the row of {row['preset']} seed {row['seed']} has another budget {diff} "
+                             "(stored, asked); use another --results")
     if path.is_file():
         stored = json.loads(path.read_text())
         if stored != json.loads(json.dumps(wanted)):
@@ -359,17 +369,16 @@ def check_budget(out: Path, budget: Budget) -> None:
 
 def train_grid(presets, seeds, budget: Budget, out: Path, python: str) -> None:
     """``--no-eval``: train every pair (a lent GPU, where the dev images are not), score later."""
-    check_budget(out, budget)
+    check_budget(out, budget, Path(os.devnull))
     for seed in seeds:
         for preset in presets:
             train_pair(preset, seed, budget, out / "runs" / preset / f"seed{seed}", python)
 
 
-def run_grid(presets, seeds, budget: Budget, evalset: EvalSet, out: Path, python: str) -> list[str]:
-    """Every pair without a CSV row, in seed-major order (a partial grid has whole seeds); the
-    pairs that failed."""
-    check_budget(out, budget)
-    csv_path = out / "ablation.csv"
+def run_grid(presets, seeds, budget: Budget, evalset: EvalSet, out: Path, python: str, csv_path: Path) -> list[str]:
+    """Every pair without a row in ``csv_path``, in seed-major order (a partial grid has whole
+    seeds); the pairs that failed."""
+    check_budget(out, budget, csv_path)
     failed = []
     for seed in seeds:
         for preset in presets:
@@ -394,8 +403,8 @@ HEADER = """\
 # Does feature-map masking help? The paper's Tables 1-2 at our scale
 
 Written by `scripts/ablation.py` from `{csv}` (re-render: `python scripts/ablation.py
---render-only --out {out}`); do not edit by hand (issue 18). Every figure below comes from
-that CSV.
+--render-only`); do not edit by hand (issue 18). Every figure below comes from that CSV and,
+for Table 3, from `{eff}`.
 
 ## How to run the grid
 
@@ -405,9 +414,12 @@ that CSV.
   seen per run ({iters:,} steps, the paper's schedule scaled to them, lr 1e-2 at batch 32 and a
   gradient clip of 10 as the default model's CPU stages: at the paper's 1e-3 a first UF-SSD run
   reached dev AP 0.05), and scores each run on
-  the 1,045-image dev set (`--presets` adds the eta 0.20 / 0.30 rows). Runs write to
-  `~/ufssd_runs/ablation`; run the same command again after an interruption: finished pairs
-  are skipped and a killed run resumes from its last checkpoint. A probe of
+  the 1,045-image dev set (`--presets` adds the eta 0.20 / 0.30 rows). Run folders
+  (checkpoints, predictions) go to `~/ufssd_runs/ablation`, outside the work tree; each
+  finished pair adds a row to `{csv}`, which is committed. Run the same command again after an
+  interruption: finished pairs are skipped and a killed run resumes from its last checkpoint,
+  if the machine kept its home folder (a new machine does not: then a run must end within the
+  session that starts it; the rows are safe in the repository). A probe of
   `ufssd_light_ffmm_x1` at this budget ran at about 20 images/s (2 threads, 1 loader worker,
   load average ~1.5): about 50 minutes per run, more for the FEM rows (their forward pass
   takes about twice as long), so 13-20 hours for the 15 runs of the default grid. Two
@@ -420,7 +432,8 @@ that CSV.
   --no-eval` on the packed data of `scripts/pack_training_data.py` (the dev images do not
   travel; the runs come back with `$OUT`, read-only); then copy them to
   `~/ufssd_runs/ablation_gpu` and run the same command here with that `--out`, without
-  `--no-eval` and with `--eval-root ~/widerface-all`: finished runs are only scored, on the CPU. At the 545
+  `--no-eval` and with `--eval-root ~/widerface-all --results docs/ablation_gpu_runs.csv --doc
+  docs/ablation_gpu.md` (another budget, another record): finished runs are only scored, on the CPU. At the 545
   images/s measured there, one 300,000-image run takes about 9 minutes: a 15-minute lease
   trains one run, not the grid.
 - Neither is the paper's condition: no ImageNet weights, 4,885 training images instead of
@@ -522,7 +535,8 @@ def _efficiency_lines(rows: list[dict[str, str]], csv_path: Path) -> list[str]:
                  f"{float(r['above_001']):,.0f}", f"{float(r['to_nms']):,.0f}", _kept(r), aps]
         lines.append("| " + " | ".join(cells) + " |")
     labels = dict.fromkeys(r["label"] for r in rows)
-    return lines + ["", _cap_sentence(rows)] + [_skip_sentence(rows, label) for label in labels]
+    notes = [f"- Note: {n}." for n in dict.fromkeys(r["note"] for r in rows if r.get("note"))]
+    return lines + ["", _cap_sentence(rows)] + [_skip_sentence(rows, label) for label in labels] + notes
 
 
 def _cap_sentence(rows: list[dict[str, str]]) -> str:
@@ -556,10 +570,11 @@ def _skip_sentence(rows: list[dict[str, str]], label: str) -> str:
             f"{d['nms_ms']:+.1f} ms and the total by {d['total_ms']:+.1f} ms per image.")
 
 
-def render(rows: list[dict[str, str]], out: Path, csv_path: Path) -> str:
+def render(rows: list[dict[str, str]], out: Path, csv_path: Path, efficiency: Path | None = None) -> str:
     """The whole of docs/ablation.md, from the CSV rows only."""
     presets = list(dict.fromkeys([*DEFAULT_PRESETS, *(r["preset"] for r in rows)]))
-    text = [HEADER.format(out=_home(out), csv=_home(csv_path), presets=", ".join(f"`{p}`" for p in DEFAULT_PRESETS),
+    efficiency = efficiency or out / "efficiency.csv"
+    text = [HEADER.format(out=_home(out), csv=_home(csv_path), eff=_home(efficiency), presets=", ".join(f"`{p}`" for p in DEFAULT_PRESETS),
                           level=LEVEL, res=CPU_RESOLUTION, batch=CPU_BATCH, images=CPU_IMAGES,
                           iters=math.ceil(CPU_IMAGES / CPU_BATCH))]
     sets = sorted({f"{r.get('eval_subset') or '?'}, {r.get('eval_images') or '?'} images" for r in rows})
@@ -576,12 +591,17 @@ def render(rows: list[dict[str, str]], out: Path, csv_path: Path) -> str:
         word = verdict(intervals, dict(zip(SETTINGS, claim.paper_diff())))
         text.append(f"- {claim_sentence(claim, intervals, word)}")
     text.append("")
-    efficiency = out / "efficiency.csv"
+    notes = [f"- {r['preset']} seed {r['seed']}: {r['note']}" for r in rows if r.get("note")]
+    if notes:
+        text += ["Notes on single rows:\n", "\n".join(notes) + "\n"]
     text += _efficiency_lines(read_rows(efficiency), efficiency)
     return "\n".join(text) + "\n"
 
 
 def _home(path: Path) -> str:
+    """``path`` as the docs show it: relative to the repository, or with ``~`` for the home."""
+    if path.resolve().is_relative_to(REPO):
+        return path.resolve().relative_to(REPO).as_posix()
     home = str(Path.home())
     s = str(path)
     return "~" + s[len(home):] if s.startswith(home + os.sep) else s
@@ -597,7 +617,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 epilog="arguments after -- go to every `ufssd train` call (default: " + " ".join(DEFAULT_EXTRA) + ")")
     p.add_argument("--out", type=Path, default=Path("~/ufssd_runs/ablation").expanduser(),
-                   help="runs, budget.json and ablation.csv (default ~/ufssd_runs/ablation)")
+                   help="run folders and budget.json, outside the work tree (default ~/ufssd_runs/ablation)")
+    p.add_argument("--results", type=Path, default=RESULTS,
+                   help="the CSV of finished pairs, committed (default docs/ablation_runs.csv)")
+    p.add_argument("--efficiency", type=Path, default=EFFICIENCY,
+                   help="scripts/efficiency.py's CSV to render (default docs/ablation_efficiency.csv)")
     p.add_argument("--presets", nargs="+", default=list(DEFAULT_PRESETS), help="rows (default: the issue's five)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds of every row (default 0 1 2)")
     p.add_argument("--budget-images", type=int, default=CPU_IMAGES,
@@ -619,7 +643,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--eval-device", default="cpu", help="device that scores the runs (default cpu)")
     p.add_argument("--no-eval", action="store_true", help="train only (score later, where the dev images are)")
     p.add_argument("--doc", type=Path, default=REPO / "docs" / "ablation.md", help="the page to render")
-    p.add_argument("--render-only", action="store_true", help="only render --doc from OUT/ablation.csv")
+    p.add_argument("--render-only", action="store_true", help="only render --doc from --results")
     p.add_argument("--python", default=sys.executable, help="interpreter that runs `ufssd train`")
     args = p.parse_args(argv)
     args.extra = extra
@@ -649,11 +673,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.no_eval:
             train_grid(args.presets, args.seeds, budget, out, args.python)
             return 0
-        failed = run_grid(args.presets, args.seeds, budget, _evalset(args), out, args.python)
+        failed = run_grid(args.presets, args.seeds, budget, _evalset(args), out, args.python, args.results)
     from ufssd.atomic import atomic_write_text
 
-    csv_path = out / "ablation.csv"
-    atomic_write_text(args.doc, render(read_rows(csv_path), out, csv_path))
+    atomic_write_text(args.doc, render(read_rows(args.results), out, args.results, args.efficiency))
     logger.info("wrote %s", args.doc)
     if failed:
         logger.error("failed pairs: %s", ", ".join(failed))

@@ -14,7 +14,7 @@ on every ``--every``-th dev image (at most ``--images``) at its original size, b
 with ``skip_masked_anchors`` off (the network's output as it is) and on (anchors of cells with
 ``B = 0`` never reach NMS: the paper's argument), and for a model with FFMM every ``--th-mask``
 value (``ModelConfig.mask_threshold``, Th_Mask, 0.01 the paper's). One CSV row per setting in
-``OUT/efficiency.csv``; ``scripts/ablation.py`` renders it into ``docs/ablation.md``. The VGG-16
+``--csv`` (by default ``docs/ablation_efficiency.csv``, committed); ``scripts/ablation.py`` renders it into ``docs/ablation.md``. The VGG-16
 presets' forward times with and without FFMM are ``benchmarks/bench_forward.py``'s.
 
     python scripts/efficiency.py --weights default \\
@@ -41,7 +41,8 @@ SHARED = Path(os.environ.get("UFSSD_SHARED", REPO.parent / "shared"))
 TH_MASK = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
 STAGES = ("pre_ms", "net_ms", "decode_ms", "nms_ms", "total_ms")
 FIELDS = ("label", "preset", "skip_masked_anchors", "mask_threshold", "images", *STAGES, "above_001", "to_nms",
-          *(f"kept_l{l}" for l in range(6)), "easy", "medium", "hard", "threads", "machine", "load", "utc")
+          *(f"kept_l{l}" for l in range(6)), "easy", "medium", "hard", "threads", "machine", "load", "utc",
+          "note")
 
 
 class StageProbe:
@@ -231,7 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--th-mask", type=float, nargs="+", default=list(TH_MASK), help="Th_Mask values to sweep")
     p.add_argument("--out", type=Path, default=Path("~/ufssd_runs/ablation").expanduser(),
-                   help="folder of efficiency.csv (default: the ablation's, ~/ufssd_runs/ablation)")
+                   help="work folder for the temporary predictions (default ~/ufssd_runs/ablation)")
+    p.add_argument("--csv", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "ablation_efficiency.csv",
+                   help="the CSV written (default docs/ablation_efficiency.csv, which docs/ablation.md renders)")
     args = p.parse_args(argv)
     if not args.weights:
         p.error("give at least one --weights LABEL=PATH")
@@ -245,8 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     arrays = {f"{n}.jpg": load_image(image_folder(args.data_root, "val") / f"{n}.jpg") for n in names}
     args.out.mkdir(parents=True, exist_ok=True)
     rows = run(weights, arrays, args.gt, args.threads, tuple(args.th_mask), args.out)
-    write_csv(args.out / "efficiency.csv", rows)
-    logger.info("wrote %s", args.out / "efficiency.csv")
+    write_csv(args.csv, rows)
+    logger.info("wrote %s", args.csv)
     return 0
 
 

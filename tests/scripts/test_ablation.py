@@ -96,7 +96,8 @@ def toy_grid(ablation, widerface_dir, tmp_path):
     dev_list = tmp_path / "dev4.txt"
     dev_list.write_text("\n".join(dev) + "\n")
     out, doc = tmp_path / "grid", tmp_path / "ablation.md"
-    argv = ["--out", str(out), "--presets", "ufssd_light", "ufssd_light_ffmm_x1", "--seeds", "0", "1",
+    argv = ["--out", str(out), "--results", str(out / "ablation.csv"), "--efficiency", str(tmp_path / "eff.csv"),
+            "--presets", "ufssd_light", "ufssd_light_ffmm_x1", "--seeds", "0", "1",
             "--budget-images", "4", "--batch-size", "2", "--resolution", "128",
             "--source", f"{widerface_dir}:train:{train_list}", "--threads", "1", "--workers", "0",
             "--checkpoint-every", "1", "--eval-root", str(widerface_dir), "--eval-subset", str(dev_list),
@@ -214,3 +215,20 @@ def test_two_processes_appending_lose_no_row(ablation, tmp_path):
     assert sorted((r["preset"], int(r["seed"])) for r in rows) == sorted(
         (p, s) for p in ("a", "b") for s in range(15)
     )
+
+
+def test_results_with_another_budget_are_refused(ablation, tmp_path):
+    """The committed record and the run folders must hold one budget: a row trained at another
+    one is refused (speed-only fields excepted), and a note on a row is rendered."""
+    budget = ablation.Budget(60000, 16, 320, "/data", (), "cpu", 1, 1, 200, ("--lr", "0.01"))
+    row = {"preset": "ufssd_light", "seed": "0", "easy": "0.5", "medium": "0.5", "hard": "0.5",
+           "images_seen": "60000", "train_s": "10", "machine": "cpu", "note": "re-entered by hand",
+           **budget.settings(), "budget_threads": 2}
+    results = tmp_path / "runs.csv"
+    ablation.write_rows(results, [row])
+    ablation.check_budget(tmp_path / "a", budget, results)  # threads differ: speed only
+    other = ablation.Budget(30000, 16, 320, "/data", (), "cpu", 1, 1, 200, ("--lr", "0.01"))
+    with pytest.raises(SystemExit, match="ufssd_light seed 0 has another budget.*budget_images"):
+        ablation.check_budget(tmp_path / "b", other, results)
+    text = ablation.render(ablation.read_rows(results), tmp_path, results)
+    assert "- ufssd_light seed 0: re-entered by hand" in text
