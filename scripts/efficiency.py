@@ -213,6 +213,22 @@ def run(weights: dict[str, str], arrays: dict, gt_dir: Path, threads: int, th_ma
     return rows
 
 
+def read_csv(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    if not path.is_file():
+        return []
+    with path.open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def merge_rows(old: list[dict], new: list[dict]) -> list[dict]:
+    """The CSV after a run: the rows of every model measured now replace that model's old rows
+    (by label), the other models' rows are kept, in their order."""
+    labels = {r["label"] for r in new}
+    return [r for r in old if r["label"] not in labels] + new
+
+
 def write_csv(path: Path, rows: list[dict]) -> None:
     from ufssd.atomic import atomic_write_csv
 
@@ -248,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     arrays = {f"{n}.jpg": load_image(image_folder(args.data_root, "val") / f"{n}.jpg") for n in names}
     args.out.mkdir(parents=True, exist_ok=True)
     rows = run(weights, arrays, args.gt, args.threads, tuple(args.th_mask), args.out)
-    write_csv(args.csv, rows)
+    write_csv(args.csv, merge_rows(read_csv(args.csv), rows))
     logger.info("wrote %s", args.csv)
     return 0
 

@@ -59,3 +59,13 @@ def test_probe_restores_what_it_wraps(efficiency):
     with efficiency.StageProbe(detector).installed():
         assert post.nms is not nms and detector.runner is not runner
     assert post.nms is nms and detector.runner is runner
+
+
+def test_a_new_measurement_replaces_only_its_models_rows(efficiency, tmp_path):
+    path = tmp_path / "eff.csv"
+    old = [{"label": "v3", "total_ms": "80"}, {"label": "x1", "total_ms": "70"}, {"label": "x1", "total_ms": "71"}]
+    efficiency.write_csv(path, old)
+    new = [{"label": "x1", "total_ms": "60"}, {"label": "light", "total_ms": "50"}]
+    efficiency.write_csv(path, efficiency.merge_rows(efficiency.read_csv(path), new))
+    assert [(r["label"], r["total_ms"]) for r in efficiency.read_csv(path)] == [
+        ("v3", "80"), ("x1", "60"), ("light", "50")]
