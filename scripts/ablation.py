@@ -509,10 +509,9 @@ preset (`benchmarks/bench_forward.py`).
 
 EFFICIENCY_TODO = """\
 Not measured yet. Once the grid has run: `python scripts/efficiency.py --weights
-uf-ssd=~/ufssd_runs/ablation/runs/ufssd_light/seed0/final.safetensors --weights
-ffmm-x1=~/ufssd_runs/ablation/runs/ufssd_light_ffmm_x1/seed0/final.safetensors --weights
-ffmm-x6=~/ufssd_runs/ablation/runs/ufssd_light_ffmm_x6/seed0/final.safetensors` (on an idle
-machine; `--weights default` adds the shipped model), then `--render-only`.
+uf-ssd@seed0=~/ufssd_runs/ablation/runs/ufssd_light/seed0/final.safetensors --weights
+ffmm-x1@seed0=~/ufssd_runs/ablation/runs/ufssd_light_ffmm_x1/seed0/final.safetensors` (on an
+idle machine; `--weights default` adds the shipped model), then `--render-only`.
 """
 
 
@@ -536,7 +535,39 @@ def _efficiency_lines(rows: list[dict[str, str]], csv_path: Path) -> list[str]:
         lines.append("| " + " | ".join(cells) + " |")
     labels = dict.fromkeys(r["label"] for r in rows)
     notes = [f"- Note: {n}." for n in dict.fromkeys(r["note"] for r in rows if r.get("note"))]
-    return lines + ["", _cap_sentence(rows)] + [_skip_sentence(rows, label) for label in labels] + notes
+    return (lines + ["", _cap_sentence(rows)] + [_skip_sentence(rows, label) for label in labels]
+            + _with_without_sentences(rows) + notes)
+
+
+def _with_without_sentences(rows: list[dict[str, str]]) -> list[str]:
+    """Table 3's comparison proper: a model without FFMM against one with it, trained alike (the
+    labels ``<row>@<run>`` share their ``@<run>``), the FFMM one with its masked anchors dropped
+    at its own Th_Mask (the paper's inference)."""
+    plain = {r["label"].partition("@")[2]: r for r in rows
+             if "@" in r["label"] and "ffmm" not in r["preset"] and r["skip_masked_anchors"] == "0"}
+    out = []
+    for r in rows:
+        run = r["label"].partition("@")[2]
+        base = plain.get(run)
+        if base is None or "ffmm" not in r["preset"] or r["skip_masked_anchors"] != "1":
+            continue
+        if r["mask_threshold"] != _own_threshold(rows, r["label"]):
+            continue
+        d = {k: float(r[k]) - float(base[k]) for k in ("net_ms", "decode_ms", "nms_ms", "total_ms")}
+        out.append(
+            f"- With and without FFMM ({run}): `{r['preset']}` with its masked anchors dropped at Th_Mask = "
+            f"{r['mask_threshold']} against `{base['preset']}`: {float(r['above_001']):,.0f} against "
+            f"{float(base['above_001']):,.0f} candidates >= 0.01, {float(r['to_nms']):,.0f} against "
+            f"{float(base['to_nms']):,.0f} reaching NMS; network {d['net_ms']:+.1f} ms, decoding "
+            f"{d['decode_ms']:+.1f} ms, NMS {d['nms_ms']:+.1f} ms, total {d['total_ms']:+.1f} ms per image "
+            f"({float(r['total_ms']):.1f} against {float(base['total_ms']):.1f}; the paper: +7.7 ms, 63.19 "
+            "against 55.50).")
+    return out
+
+
+def _own_threshold(rows: list[dict[str, str]], label: str) -> str | None:
+    """A model's own Th_Mask: that of its row with nothing skipped (the network as trained)."""
+    return next((r["mask_threshold"] for r in rows if r["label"] == label and r["skip_masked_anchors"] == "0"), None)
 
 
 def _cap_sentence(rows: list[dict[str, str]]) -> str:

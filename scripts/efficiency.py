@@ -18,8 +18,11 @@ value (``ModelConfig.mask_threshold``, Th_Mask, 0.01 the paper's). One CSV row p
 presets' forward times with and without FFMM are ``benchmarks/bench_forward.py``'s.
 
     python scripts/efficiency.py --weights default \\
-        --weights light=~/ufssd_runs/ablation/runs/ufssd_light/seed0/final.safetensors \\
-        --weights x1=~/ufssd_runs/ablation/runs/ufssd_light_ffmm_x1/seed0/final.safetensors
+        --weights uf-ssd@seed1=~/ufssd_runs/ablation/runs/ufssd_light/seed1/final.safetensors \\
+        --weights ffmm-x1@seed1=~/ufssd_runs/ablation/runs/ufssd_light_ffmm_x1/seed1/final.safetensors
+
+Labels ``<row>@<run>`` that share their ``@<run>`` are models trained alike: the page compares the
+one without FFMM with the one with it (Table 3 proper).
 """
 
 from __future__ import annotations

@@ -232,3 +232,22 @@ def test_results_with_another_budget_are_refused(ablation, tmp_path):
         ablation.check_budget(tmp_path / "b", other, results)
     text = ablation.render(ablation.read_rows(results), tmp_path, results)
     assert "- ufssd_light seed 0: re-entered by hand" in text
+
+
+def test_with_and_without_ffmm_compares_models_of_one_run(ablation):
+    def row(label, preset, skip, th, total, above, to_nms):
+        return {"label": label, "preset": preset, "skip_masked_anchors": skip, "mask_threshold": th,
+                "net_ms": "50", "decode_ms": "4", "nms_ms": "10", "total_ms": total, "above_001": above,
+                "to_nms": to_nms}
+
+    rows = [row("uf-ssd@seed1", "ufssd_light", "0", "0.01", "70", "9000", "5000"),
+            row("x1@seed1", "ufssd_light_ffmm_x1", "0", "0.01", "75", "8000", "5000"),
+            row("x1@seed1", "ufssd_light_ffmm_x1", "1", "0.01", "72", "6000", "4000"),
+            row("x1@seed1", "ufssd_light_ffmm_x1", "1", "0.1", "60", "3000", "3000"),
+            row("x1@seed2", "ufssd_light_ffmm_x1", "1", "0.01", "72", "6000", "4000"),  # no plain model of seed 2
+            row("default", "ufssd_light_ffmm_x1", "1", "0.01", "72", "6000", "4000")]
+    lines = ablation._with_without_sentences(rows)
+    assert len(lines) == 1
+    assert lines[0].startswith("- With and without FFMM (seed1): `ufssd_light_ffmm_x1` with its masked anchors "
+                               "dropped at Th_Mask = 0.01 against `ufssd_light`: 6,000 against 9,000 candidates")
+    assert "4,000 against 5,000 reaching NMS" in lines[0] and "total +2.0 ms per image (72.0 against 70.0" in lines[0]
