@@ -519,18 +519,21 @@ def _efficiency_lines(rows: list[dict[str, str]], csv_path: Path) -> list[str]:
     lines = [EFFICIENCY_NOTE.format(csv=_home(csv_path))]
     if not rows:
         return lines + [EFFICIENCY_TODO]
-    meta = sorted({f"{r['images']} dev images, batch 1, {r['threads']} threads, {r['machine']}" for r in rows})
+    meta = sorted({f"{r['images']} dev images, batch 1, {r['threads']} threads, {r['machine']}"
+                   + (f", times the median of {r['repeats']} interleaved passes" if r.get("repeats") else ", one pass")
+                   for r in rows})
     loads = [float(r["load"]) for r in rows if r.get("load")]
     load = (f" (load average {min(loads):.1f}-{max(loads):.1f}: times are inflated when it exceeds the threads)"
             if loads else "")
     lines.append("Measured on " + "; ".join(meta) + load + ".\n")
-    lines.append("| model | preset | skip | Th_Mask | pre | net | decode | NMS | total ms | >= 0.01 | to NMS "
+    lines.append("| model | preset | skip | Th_Mask | pre | net | decode | NMS | total ms (passes) | >= 0.01 | to NMS "
                  "| kept share per level | E / M / H |")
     lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         aps = " / ".join(f"{100 * float(r[s]):.1f}" for s in SETTINGS)
         cells = [r["label"], f"`{r['preset']}`", "yes" if r["skip_masked_anchors"] == "1" else "no",
-                 r["mask_threshold"], *(r[k] for k in ("pre_ms", "net_ms", "decode_ms", "nms_ms", "total_ms")),
+                 r["mask_threshold"], *(r[k] for k in ("pre_ms", "net_ms", "decode_ms", "nms_ms")),
+                 r["total_ms"] + (f" ({r['total_range']})" if r.get("total_range") else ""),
                  f"{float(r['above_001']):,.0f}", f"{float(r['to_nms']):,.0f}", _kept(r), aps]
         lines.append("| " + " | ".join(cells) + " |")
     labels = dict.fromkeys(r["label"] for r in rows)
@@ -561,8 +564,19 @@ def _with_without_sentences(rows: list[dict[str, str]]) -> list[str]:
             f"{float(base['to_nms']):,.0f} reaching NMS; network {d['net_ms']:+.1f} ms, decoding "
             f"{d['decode_ms']:+.1f} ms, NMS {d['nms_ms']:+.1f} ms, total {d['total_ms']:+.1f} ms per image "
             f"({float(r['total_ms']):.1f} against {float(base['total_ms']):.1f}; the paper: +7.7 ms, 63.19 "
-            "against 55.50).")
+            f"against 55.50).{_overlap_clause(r, base)}")
     return out
+
+
+def _overlap_clause(a: dict[str, str], b: dict[str, str]) -> str:
+    """Whether two settings' total times can be told apart: their passes' ranges must not overlap."""
+    if not (a.get("total_range") and b.get("total_range")):
+        return ""
+    (lo_a, hi_a), (lo_b, hi_b) = ([float(v) for v in r["total_range"].split("-")] for r in (a, b))
+    if hi_a < lo_b or hi_b < lo_a:
+        return f" Their passes do not overlap ({a['total_range']} against {b['total_range']} ms): the difference is real on this machine."
+    return (f" Their passes overlap ({a['total_range']} against {b['total_range']} ms): the total times cannot "
+            "be told apart on this machine.")
 
 
 def _own_threshold(rows: list[dict[str, str]], label: str) -> str | None:

@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("UFSSD_SHARED", REPO.parent / "shared"))
 TH_MASK = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
 STAGES = ("pre_ms", "net_ms", "decode_ms", "nms_ms", "total_ms")
-FIELDS = ("label", "preset", "skip_masked_anchors", "mask_threshold", "images", *STAGES, "above_001", "to_nms",
+FIELDS = ("label", "preset", "skip_masked_anchors", "mask_threshold", "images", "repeats", *STAGES, "total_range", "above_001", "to_nms",
           *(f"kept_l{l}" for l in range(6)), "easy", "medium", "hard", "threads", "machine", "load", "utc",
           "note")
 
@@ -186,7 +186,12 @@ def settings(model, th_mask: tuple[float, ...]) -> list[tuple[bool, float]]:
     return [(False, model.config.model.mask_threshold)] + [(True, t) for t in th_mask]
 
 
-def run(weights: dict[str, str], arrays: dict, gt_dir: Path, threads: int, th_mask, work: Path) -> list[dict]:
+def run(weights: dict[str, str], arrays: dict, gt_dir: Path, threads: int, th_mask, work: Path,
+        repeats: int = 1) -> list[dict]:
+    """One row per (model, setting). Every setting passes over the images ``repeats`` times, the
+    settings interleaved within each round (so drift in the machine's speed spreads over all of
+    them); the times are the medians of the per-pass means (``total_range``: the lowest and highest
+pass), the counts those of the first pass."""
     import tempfile
 
     import torch
@@ -196,23 +201,35 @@ def run(weights: dict[str, str], arrays: dict, gt_dir: Path, threads: int, th_ma
     from ufssd.model import load_weights
 
     torch.set_num_threads(threads)
-    rows = []
+    jobs = []  # (label, model, skip, Th_Mask)
     for label, path in weights.items():
         base = load_weights(default_weights_path() if path == "default" else Path(path).expanduser())
-        # an untimed pass first: every new input size makes oneDNN build its kernels once, which
-        # otherwise lands on the first setting only (2.6x its time in a trial run)
-        measure(base, arrays, threads, False)
         for skip, threshold in settings(base, th_mask):
             model = base if threshold == base.config.model.mask_threshold else with_mask_threshold(base, threshold)
-            row, dets = measure(model, arrays, threads, skip)
-            with tempfile.TemporaryDirectory(dir=work) as tmp:
-                aps = score(dets, gt_dir, Path(tmp))
-            rows.append({"label": label, "preset": base.config.name, "skip_masked_anchors": int(skip),
-                         "mask_threshold": threshold, "images": len(arrays), **row, **aps, "threads": threads,
-                         "machine": cpu_name(), "load": f"{os.getloadavg()[0]:.1f}",
-                         "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-            logger.info("%s skip=%d Th_Mask=%g: %s ms, %s candidates >= 0.01, hard %s", label, skip, threshold,
-                        row["total_ms"], row["above_001"], aps["hard"])
+            jobs.append((label, model, skip, threshold))
+    # an untimed pass first: every new input size makes oneDNN build its kernels once, which
+    # otherwise lands on the first setting only (2.6x its time in a trial run)
+    for model in dict.fromkeys(job[1] for job in jobs):
+        measure(model, arrays, threads, False)
+    passes = [[] for _ in jobs]
+    for _ in range(repeats):
+        for i, (label, model, skip, threshold) in enumerate(jobs):
+            passes[i].append(measure(model, arrays, threads, skip))
+            logger.info("%s skip=%d Th_Mask=%g: %s ms", label, skip, threshold, passes[i][-1][0]["total_ms"])
+    rows = []
+    for (label, model, skip, threshold), measured in zip(jobs, passes):
+        row, dets = measured[0]
+        row.update({k: f"{statistics.median(float(r[k]) for r, _ in measured):.2f}" for k in STAGES})
+        totals = [float(r["total_ms"]) for r, _ in measured]
+        row["total_range"] = f"{min(totals):.1f}-{max(totals):.1f}"
+        with tempfile.TemporaryDirectory(dir=work) as tmp:
+            aps = score(dets, gt_dir, Path(tmp))
+        rows.append({"label": label, "preset": model.config.name, "skip_masked_anchors": int(skip),
+                     "mask_threshold": threshold, "images": len(arrays), "repeats": repeats, **row, **aps,
+                     "threads": threads, "machine": cpu_name(), "load": f"{os.getloadavg()[0]:.1f}",
+                     "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        logger.info("%s skip=%d Th_Mask=%g: median %s ms, %s candidates >= 0.01, hard %s", label, skip, threshold,
+                    row["total_ms"], row["above_001"], aps["hard"])
     return rows
 
 
@@ -249,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--every", type=int, default=5, help="every k-th image of the list (default 5: all events)")
     p.add_argument("--images", type=int, default=200, help="at most N images (default 200)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3,
+                   help="passes over the images per setting, interleaved; times are their medians (default 3)")
     p.add_argument("--th-mask", type=float, nargs="+", default=list(TH_MASK), help="Th_Mask values to sweep")
     p.add_argument("--out", type=Path, default=Path("~/ufssd_runs/ablation").expanduser(),
                    help="work folder for the temporary predictions (default ~/ufssd_runs/ablation)")
@@ -266,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     names = read_image_list(args.subset or args.data_root / DEV_LIST)[:: args.every][: args.images]
     arrays = {f"{n}.jpg": load_image(image_folder(args.data_root, "val") / f"{n}.jpg") for n in names}
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = run(weights, arrays, args.gt, args.threads, tuple(args.th_mask), args.out)
+    rows = run(weights, arrays, args.gt, args.threads, tuple(args.th_mask), args.out, args.repeats)
     write_csv(args.csv, merge_rows(read_csv(args.csv), rows))
     logger.info("wrote %s", args.csv)
     return 0

@@ -251,3 +251,10 @@ def test_with_and_without_ffmm_compares_models_of_one_run(ablation):
     assert lines[0].startswith("- With and without FFMM (seed1): `ufssd_light_ffmm_x1` with its masked anchors "
                                "dropped at Th_Mask = 0.01 against `ufssd_light`: 6,000 against 9,000 candidates")
     assert "4,000 against 5,000 reaching NMS" in lines[0] and "total +2.0 ms per image (72.0 against 70.0" in lines[0]
+
+
+def test_total_times_are_told_apart_only_when_the_passes_do_not_overlap(ablation):
+    a, b, c = {"total_range": "60.0-70.0"}, {"total_range": "65.0-80.0"}, {"total_range": "71.0-75.0"}
+    assert "cannot be told apart" in ablation._overlap_clause(a, b)
+    assert "the difference is real" in ablation._overlap_clause(a, c)
+    assert ablation._overlap_clause(a, {}) == ""

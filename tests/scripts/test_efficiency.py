@@ -69,3 +69,23 @@ def test_a_new_measurement_replaces_only_its_models_rows(efficiency, tmp_path):
     efficiency.write_csv(path, efficiency.merge_rows(efficiency.read_csv(path), new))
     assert [(r["label"], r["total_ms"]) for r in efficiency.read_csv(path)] == [
         ("v3", "80"), ("x1", "60"), ("light", "50")]
+
+
+def test_run_repeats_every_setting_and_scores_it(efficiency, widerface_dir, tmp_path):
+    from ufssd.inference import load_image
+
+    from ufssd.widerface_files import read_image_list
+
+    folder = widerface_dir / "WIDER_val" / "images"
+    dev = [f"{n}.jpg" for n in read_image_list(widerface_dir / "dev_images.txt")]
+    dev = sorted(dev, key=lambda n: (folder / n).stat().st_size)[:2]
+    arrays = {n: load_image(folder / n) for n in dev}
+    rows = efficiency.run({"default": "default"}, arrays, widerface_dir / "eval_tools", threads=1,
+                          th_mask=(0.01, 0.2), work=tmp_path, repeats=2)
+    assert [(r["skip_masked_anchors"], r["mask_threshold"]) for r in rows] == [(0, 0.01), (1, 0.01), (1, 0.2)]
+    for r in rows:
+        assert r["repeats"] == 2 and r["images"] == 2 and float(r["total_ms"]) >= float(r["net_ms"]) > 0
+        assert 0 <= float(r["hard"]) <= 1
+    # a higher Th_Mask keeps fewer cells and so fewer candidates
+    assert float(rows[2]["kept_l0"]) <= float(rows[1]["kept_l0"])
+    assert float(rows[2]["above_001"]) <= float(rows[1]["above_001"])
