@@ -424,8 +424,9 @@ for Table 3, from `{eff}`.
   load average ~1.5): about 50 minutes per run, more for the FEM rows (their forward pass
   takes about twice as long), so 13-20 hours for the 15 runs of the default grid. Two
   processes with disjoint `--presets`, `--threads 1 --workers 1` each, share the two cores
-  better (11-14 images/s each, about 1.4x the grid's throughput); they share one `--out`, and
-  each CSV row is added under a file lock.
+  better (11-14 images/s each on the AMD EPYC machine of the seed-0 rows, 19-23 on the Intel Xeon
+  one of the seed-1 rows: 53-60 minutes of training and 4 of scoring per UF-SSD or FFMM-x1 run);
+  they share one `--out` and one results file, and each row is added under a file lock.
 - **A lent GPU** (the `device` machine, `PYTHONPATH=src python3`): `python3
   scripts/ablation.py --device cuda --batch-size 64 --resolution 640 --budget-images 300000
   --workers 15 --threads 4 --data-root .device_data/widerface --out $OUT/ablation_gpu
