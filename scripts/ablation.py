@@ -169,6 +169,7 @@ class Interval:
     high: float
     n: int
     method: str  # "paired" (same seeds: t on the per-seed differences) or "Welch"
+    sd: float | None = None  # of the per-seed differences (paired only)
 
 
 def diff_interval(row: dict[int, float], base: dict[int, float], level: float = LEVEL) -> Interval | None:
@@ -191,7 +192,21 @@ def diff_interval(row: dict[int, float], base: dict[int, float], level: float = 
         df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)) if va + vb > 0 else 1.0
         method = "Welch"
     half = float(stdtrit(df, q)) * se
-    return Interval(mean, mean - half, mean + half, min(len(row), len(base)), method)
+    sd = se * math.sqrt(len(row)) if method == "paired" else None
+    return Interval(mean, mean - half, mean + half, min(len(row), len(base)), method, sd)
+
+
+def seeds_to_resolve(sd: float, gain: float, level: float = LEVEL, most: int = 10_000) -> int | None:
+    """The fewest paired seeds whose interval would be narrower than ``gain`` on each side (so a
+    true difference of ``gain`` would lie clear of 0) if the per-seed differences keep spreading
+    by ``sd``; None past ``most``."""
+    from scipy.special import stdtrit
+
+    q = (1 + level) / 2
+    for n in range(2, most + 1):
+        if float(stdtrit(n - 1, q)) * sd / math.sqrt(n) < abs(gain):
+            return n
+    return None
 
 
 def verdict(intervals: dict[str, Interval | None], paper: dict[str, float]) -> str:
@@ -219,7 +234,22 @@ def claim_sentence(claim: Claim, intervals: dict[str, Interval | None], word: st
         iv = intervals[s]
         parts.append(f"{s} {iv.mean:+.1f} [{iv.low:+.1f}, {iv.high:+.1f}] (paper {p:+.1f})")
     n, method = intervals["hard"].n, intervals["hard"].method
-    return f"{claim.text}: **{word}** — ours {'; '.join(parts)}, {n} seeds, {method}."
+    return f"{claim.text}: **{word}** — ours {'; '.join(parts)}, {n} seeds, {method}.{_power_clause(intervals, paper, word)}"
+
+
+def _power_clause(intervals: dict[str, Interval | None], paper: tuple[float, ...], word: str) -> str:
+    """For an undecided paired claim: how many seeds the paper's largest gain would need to show
+    at the spread our seeds have."""
+    if word != "cannot be told apart at this scale":
+        return ""
+    setting, gain = max(zip(SETTINGS, paper), key=lambda sp: sp[1])
+    iv = intervals[setting]
+    if gain <= 0 or iv is None or iv.sd is None:
+        return ""
+    n = seeds_to_resolve(iv.sd, gain)
+    need = f"about {n} paired seeds" if n else "more than 10,000 paired seeds"
+    return (f" At the spread of our per-seed differences ({setting}: sd {iv.sd:.1f} points), the paper's "
+            f"largest gain ({setting} {gain:+.1f}) would need {need} to be told apart from 0.")
 
 
 # ---------------------------------------------------------------------------------------------

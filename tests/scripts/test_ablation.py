@@ -258,3 +258,23 @@ def test_total_times_are_told_apart_only_when_the_passes_do_not_overlap(ablation
     assert "cannot be told apart" in ablation._overlap_clause(a, b)
     assert "the difference is real" in ablation._overlap_clause(a, c)
     assert ablation._overlap_clause(a, {}) == ""
+
+
+def test_seeds_to_resolve_a_gain(ablation):
+    # t(0.975, n-1) * sd / sqrt(n) < gain: sd 3, gain 6 -> n = 4 (3.18 * 3 / 2 = 4.77; n = 3: 7.45)
+    assert ablation.seeds_to_resolve(3.0, 6.0) == 4
+    assert ablation.seeds_to_resolve(3.0, -6.0) == 4
+    assert ablation.seeds_to_resolve(10.0, 0.01, most=50) is None
+
+
+def test_undecided_claims_say_how_many_seeds_the_paper_gain_needs(ablation):
+    base = {0: 20.0, 1: 22.0, 2: 21.0}
+    row = {0: 23.0, 1: 20.0, 2: 22.0}  # differences 3, -2, 1: sd 2.52
+    iv = ablation.diff_interval(row, base)
+    assert iv.method == "paired" and iv.sd == pytest.approx(2.5166, abs=1e-3)
+    claim = next(c for c in ablation.CLAIMS if c.row == "_ffmm_x1")
+    text = ablation.claim_sentence(claim, {s: iv for s in ablation.SETTINGS}, "cannot be told apart at this scale")
+    n = ablation.seeds_to_resolve(iv.sd, 6.0)
+    assert n == 4 and text.endswith(f"(hard: sd 2.5 points), the paper's largest gain (hard +6.0) would need "
+                                    f"about {n} paired seeds to be told apart from 0.")
+    assert "would need" not in ablation.claim_sentence(claim, {s: iv for s in ablation.SETTINGS}, "holds")
