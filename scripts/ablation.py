@@ -28,7 +28,6 @@ on the dev set, and render ``docs/ablation.md`` from the CSV of results (issue 1
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import math
@@ -257,10 +256,9 @@ def _power_clause(intervals: dict[str, Interval | None], paper: tuple[float, ...
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
-    if not path.is_file():
-        return []
-    with path.open(newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+    from ufssd.atomic import read_csv
+
+    return read_csv(path)
 
 
 def write_rows(path: Path, rows: list[dict]) -> None:

@@ -14,8 +14,8 @@ on every ``--every``-th dev image (at most ``--images``) at its original size, b
 with ``skip_masked_anchors`` off (the network's output as it is) and on (anchors of cells with
 ``B = 0`` never reach NMS: the paper's argument), and for a model with FFMM every ``--th-mask``
 value (``ModelConfig.mask_threshold``, Th_Mask, 0.01 the paper's). One CSV row per setting in
-``--csv`` (by default ``docs/ablation_efficiency.csv``, committed); ``scripts/ablation.py`` renders it into ``docs/ablation.md``. The VGG-16
-presets' forward times with and without FFMM are ``benchmarks/bench_forward.py``'s.
+``--csv`` (by default ``docs/ablation_efficiency.csv``, committed); ``scripts/ablation.py``
+renders it into ``docs/ablation.md``. The VGG-16 presets' forward times with and without FFMM are ``benchmarks/bench_forward.py``'s.
 
     python scripts/efficiency.py --weights default \\
         --weights uf-ssd@seed1=~/ufssd_runs/ablation/runs/ufssd_light/seed1/final.safetensors \\
@@ -43,9 +43,9 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("UFSSD_SHARED", REPO.parent / "shared"))
 TH_MASK = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
 STAGES = ("pre_ms", "net_ms", "decode_ms", "nms_ms", "total_ms")
-FIELDS = ("label", "preset", "skip_masked_anchors", "mask_threshold", "images", "repeats", *STAGES, "total_range", "above_001", "to_nms",
-          *(f"kept_l{l}" for l in range(6)), "easy", "medium", "hard", "threads", "machine", "load", "utc",
-          "note")
+FIELDS = ("label", "preset", "skip_masked_anchors", "mask_threshold", "images", "repeats", *STAGES, "total_range",
+          "above_001", "to_nms", *(f"kept_l{l}" for l in range(6)), "easy", "medium", "hard", "threads", "machine",
+          "load", "utc", "note")
 
 
 class StageProbe:
@@ -190,8 +190,8 @@ def run(weights: dict[str, str], arrays: dict, gt_dir: Path, threads: int, th_ma
         repeats: int = 1) -> list[dict]:
     """One row per (model, setting). Every setting passes over the images ``repeats`` times, the
     settings interleaved within each round (so drift in the machine's speed spreads over all of
-    them); the times are the medians of the per-pass means (``total_range``: the lowest and highest
-pass), the counts those of the first pass."""
+    them); the times are the medians of the per-pass means (``total_range``: the lowest and
+    highest pass), the counts, mask shares and detections those of the first pass."""
     import tempfile
 
     import torch
@@ -211,16 +211,19 @@ pass), the counts those of the first pass."""
     # otherwise lands on the first setting only (2.6x its time in a trial run)
     for model in dict.fromkeys(job[1] for job in jobs):
         measure(model, arrays, threads, False)
-    passes = [[] for _ in jobs]
+    passes, first_dets = [[] for _ in jobs], [None] * len(jobs)
     for _ in range(repeats):
         for i, (label, model, skip, threshold) in enumerate(jobs):
-            passes[i].append(measure(model, arrays, threads, skip))
-            logger.info("%s skip=%d Th_Mask=%g: %s ms", label, skip, threshold, passes[i][-1][0]["total_ms"])
+            row, dets = measure(model, arrays, threads, skip)
+            passes[i].append(row)
+            if first_dets[i] is None:
+                first_dets[i] = dets
+            logger.info("%s skip=%d Th_Mask=%g: %s ms", label, skip, threshold, row["total_ms"])
     rows = []
-    for (label, model, skip, threshold), measured in zip(jobs, passes):
-        row, dets = measured[0]
-        row.update({k: f"{statistics.median(float(r[k]) for r, _ in measured):.2f}" for k in STAGES})
-        totals = [float(r["total_ms"]) for r, _ in measured]
+    for (label, model, skip, threshold), measured, dets in zip(jobs, passes, first_dets):
+        row = dict(measured[0])
+        row.update({k: f"{statistics.median(float(r[k]) for r in measured):.2f}" for k in STAGES})
+        totals = [float(r["total_ms"]) for r in measured]
         row["total_range"] = f"{min(totals):.1f}-{max(totals):.1f}"
         with tempfile.TemporaryDirectory(dir=work) as tmp:
             aps = score(dets, gt_dir, Path(tmp))
@@ -233,20 +236,17 @@ pass), the counts those of the first pass."""
     return rows
 
 
-def read_csv(path: Path) -> list[dict[str, str]]:
-    import csv
-
-    if not path.is_file():
-        return []
-    with path.open(newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
-
-
 def merge_rows(old: list[dict], new: list[dict]) -> list[dict]:
     """The CSV after a run: the rows of every model measured now replace that model's old rows
     (by label), the other models' rows are kept, in their order."""
     labels = {r["label"] for r in new}
     return [r for r in old if r["label"] not in labels] + new
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    from ufssd.atomic import read_csv as read
+
+    return read(path)
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--th-mask", type=float, nargs="+", default=list(TH_MASK), help="Th_Mask values to sweep")
     p.add_argument("--out", type=Path, default=Path("~/ufssd_runs/ablation").expanduser(),
                    help="work folder for the temporary predictions (default ~/ufssd_runs/ablation)")
-    p.add_argument("--csv", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "ablation_efficiency.csv",
+    p.add_argument("--csv", type=Path, default=REPO / "docs" / "ablation_efficiency.csv",
                    help="the CSV written (default docs/ablation_efficiency.csv, which docs/ablation.md renders)")
     args = p.parse_args(argv)
     if not args.weights:

@@ -79,6 +79,14 @@ def test_atomic_write_csv_header_rows_and_extra_keys(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["t.csv"]  # no temporary file left
 
 
+def test_read_csv_reads_what_atomic_write_csv_wrote(tmp_path):
+    from ufssd.atomic import atomic_write_csv, read_csv
+
+    assert read_csv(tmp_path / "missing.csv") == []
+    path = atomic_write_csv(tmp_path / "t.csv", [{"a": 1, "b": "x, y"}, {"a": 2}], ("a", "b"))
+    assert read_csv(path) == [{"a": "1", "b": "x, y"}, {"a": "2", "b": ""}]
+
+
 def test_temporary_files_are_what_a_killed_writer_leaves(tmp_path):
     """The pattern lives with the writers: what atomic_write / atomic_path hold open mid-write is
     exactly what temporary_files names (for those targets only)."""

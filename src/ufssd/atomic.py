@@ -31,6 +31,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "atomic_write_csv",
+    "read_csv",
     "temporary_files",
 ]
 
@@ -142,6 +143,16 @@ def atomic_write_text(path: str | os.PathLike, text: str, fsync: bool = False) -
     with atomic_write(path, "w", fsync=fsync) as f:
         f.write(text)
     return Path(path)
+
+
+def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
+    """The rows of a CSV file with a header (what ``atomic_write_csv`` writes); ``[]`` when the
+    file does not exist yet."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with path.open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
 
 
 def atomic_write_csv(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]], fields: Sequence[str]) -> Path:
