@@ -119,8 +119,7 @@ def bench_step(preset: str, resolution: int, batch: int, iters: int, warmup: int
 
 
 def bench_pipeline(preset: str, resolution: int, batch: int, iters: int, workers: int, data_root: Path) -> dict:
-    import csv
-
+    from ufssd.atomic import read_csv
     from ufssd.data import read_split
     from ufssd.train import train
 
@@ -132,8 +131,7 @@ def bench_pipeline(preset: str, resolution: int, batch: int, iters: int, workers
         with tempfile.TemporaryDirectory() as tmp:
             train(cfg, samples, tmp, workers=workers, targets=targets, progress=False, tensorboard=False,
                   log_every=max(iters // 4, 1))  # fmt: skip
-            with open(Path(tmp) / "train_log.csv") as f:
-                rows = list(csv.DictReader(f))
+            rows = read_csv(Path(tmp) / "train_log.csv")
         rates = [float(r["images_per_s"]) for r in rows[1:]] or [float(rows[0]["images_per_s"])]
         out[targets] = statistics.median(rates)
     return out

@@ -45,7 +45,6 @@ seconds each (architecture or recipe candidates at an equal budget: issue
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -138,8 +137,9 @@ def cmd_receive(args: argparse.Namespace) -> int:
 def summarise(run_dir: Path, batch_size: int, wall_s: float) -> dict:
     """Steps, images seen and speed of a run from its ``train_log.csv`` (rows after the first
     quarter of the run: the probe, compilation and warm-up left out)."""
-    with (run_dir / "train_log.csv").open(newline="") as f:
-        rows = list(csv.DictReader(f))
+    from ufssd.atomic import read_csv
+
+    rows = read_csv(run_dir / "train_log.csv")
     if not rows:
         raise SystemExit(f"{run_dir}/train_log.csv: no step was logged")
     steps = int(float(rows[-1]["step"]))

@@ -29,7 +29,6 @@ dev images and size method is not redone.
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import math
 import sys
@@ -170,10 +169,9 @@ def predict_dev(detector, samples: list, setting: Setting | None, pred_dir: Path
 
 
 def read_rows(path: Path) -> dict[str, dict[str, str]]:
-    if not path.is_file():
-        return {}
-    with path.open(newline="", encoding="utf-8") as f:
-        return {row["setting"]: row for row in csv.DictReader(f)}
+    from ufssd.atomic import read_csv
+
+    return {row["setting"]: row for row in read_csv(path)}
 
 
 def markdown(rows: list[dict], call_mib: float) -> str:
