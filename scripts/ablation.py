@@ -139,12 +139,23 @@ class Budget:
 
 @dataclass(frozen=True)
 class EvalSet:
-    """The dev images and their ground truth."""
+    """The dev images, their ground truth and the input policy that scores on them."""
 
     image_root: Path
     subset: Path
     gt_dir: Path
     device: str = "cpu"
+    max_size: int | None = None  # longer side downscaled to at most this (None: original size)
+
+    @property
+    def pred_name(self) -> str:
+        """The run folder's prediction folder of this policy (they must not mix: existing files
+        are kept by ``predict_widerface``)."""
+        return "dev_pred" if self.max_size is None else f"dev_pred_max{self.max_size}"
+
+    @property
+    def policy(self) -> str:
+        return "original size" if self.max_size is None else f"longer side downscaled to at most {self.max_size} px"
 
 
 # how fast a run goes, not what it trains: these may change between sessions of one grid (the data
@@ -152,7 +163,7 @@ class EvalSet:
 SPEED_ONLY = ("budget_threads", "budget_workers", "budget_checkpoint_every")
 CSV_FIELDS = (
     "preset", "seed", "easy", "medium", "hard", "images_seen", "train_s", "eval_s", "machine",
-    "eval_images", "eval_subset", "finished_utc", "note",
+    "eval_images", "eval_subset", "eval_max_size", "finished_utc", "note",
 ) + tuple(Budget(0, 1, 0, None, (), "", 0, 0, 0).settings())
 
 # ---------------------------------------------------------------------------------------------
@@ -333,15 +344,17 @@ def training_seconds(log_path: Path) -> float:
 
 
 def score_pair(run_dir: Path, evalset: EvalSet, device: str, threads: int) -> dict[str, float]:
-    """Dev APs (fractions) of ``run_dir/final.safetensors``; predictions stay in ``run_dir/dev_pred``.
-    Scoring is on ``device`` (the CPU by default), whatever device trained."""
+    """Dev APs (fractions) of ``run_dir/final.safetensors`` at ``evalset``'s input policy;
+    predictions stay in ``run_dir/<evalset.pred_name>``. Scoring is on ``device`` (the CPU by
+    default), whatever device trained."""
     from ufssd.evaluation import evaluate
     from ufssd.inference import FaceDetector, predict_widerface
     from ufssd.widerface_files import read_image_list
 
     names = [f"{n}.jpg" for n in read_image_list(evalset.subset)]
-    detector = FaceDetector(weights=run_dir / "final.safetensors", device=device, num_threads=threads)
-    pred_dir = run_dir / "dev_pred"
+    detector = FaceDetector(weights=run_dir / "final.safetensors", device=device, num_threads=threads,
+                            max_size=evalset.max_size)
+    pred_dir = run_dir / evalset.pred_name
     predict_widerface(detector, evalset.image_root, names, pred_dir, progress=False)
     result = evaluate(pred_dir, evalset.gt_dir, subset=names)
     return {s: float(result.aps[s]) for s in SETTINGS}
@@ -367,20 +380,25 @@ def run_pair(preset: str, seed: int, budget: Budget, evalset: EvalSet, out: Path
         "machine": "; ".join(_machines(run_dir)),
         "eval_images": len(read_image_list(evalset.subset)),
         "eval_subset": _home(evalset.subset),
+        "eval_max_size": evalset.max_size or "",
         "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **budget.settings(),
     }
 
 
-def check_budget(out: Path, budget: Budget, results: Path) -> None:
+def check_budget(out: Path, budget: Budget, results: Path, max_size: int | None = None) -> None:
     """``OUT/budget.json`` holds the grid's budget (but ``SPEED_ONLY``); another one is refused
-    (rows must compare), and so is a results file whose rows have another."""
+    (rows must compare), and so is a results file whose rows have another budget or were scored
+    at another input policy (``max_size``; the runs of one ``--out`` may be scored at several,
+    each into its own results file)."""
     from ufssd.atomic import atomic_write_text
 
     path = out / "budget.json"
     wanted = {k: v for k, v in budget.settings().items() if k not in SPEED_ONLY}
     for row in read_rows(results):
         diff = {k: (row.get(k), v) for k, v in wanted.items() if row.get(k) != str(v)}
+        if (row.get("eval_max_size") or "") != str(max_size or ""):
+            diff["eval_max_size"] = (row.get("eval_max_size") or None, max_size)
         if diff:
             raise SystemExit(f"{results}: the row of {row['preset']} seed {row['seed']} has another budget {diff} "
                              "(stored, asked); use another --results")
@@ -403,15 +421,20 @@ def train_grid(presets, seeds, budget: Budget, out: Path, python: str) -> None:
             train_pair(preset, seed, budget, out / "runs" / preset / f"seed{seed}", python)
 
 
-def run_grid(presets, seeds, budget: Budget, evalset: EvalSet, out: Path, python: str, csv_path: Path) -> list[str]:
+def run_grid(presets, seeds, budget: Budget, evalset: EvalSet, out: Path, python: str, csv_path: Path,
+             score_only: bool = False) -> list[str]:
     """Every pair without a row in ``csv_path``, in seed-major order (a partial grid has whole
-    seeds); the pairs that failed."""
-    check_budget(out, budget, csv_path)
+    seeds); the pairs that failed. ``score_only``: only the pairs whose run has finished (another
+    input policy for runs already scored; nothing trains)."""
+    check_budget(out, budget, csv_path, evalset.max_size)
     failed = []
     for seed in seeds:
         for preset in presets:
             rows = read_rows(csv_path)
             if (preset, seed) in done_pairs(rows):
+                continue
+            if score_only and not (out / "runs" / preset / f"seed{seed}" / "final.safetensors").is_file():
+                logger.info("%s seed %d: no finished run in %s, not scored (--score-only)", preset, seed, out)
                 continue
             try:
                 row = run_pair(preset, seed, budget, evalset, out, python)
@@ -431,7 +454,7 @@ HEADER = """\
 # Does feature-map masking help? The paper's Tables 1-2 at our scale
 
 Written by `scripts/ablation.py` from `{csv}` (re-render: `python scripts/ablation.py
---render-only`); do not edit by hand (issue 18). Every figure below comes from that CSV and,
+--render-only{rerender}`); do not edit by hand (issue 18). Every figure below comes from that CSV and,
 for Table 3, from `{eff}`.
 
 ## How to run the grid
@@ -644,15 +667,22 @@ def _skip_sentence(rows: list[dict[str, str]], label: str) -> str:
             f"{d['nms_ms']:+.1f} ms and the total by {d['total_ms']:+.1f} ms per image.")
 
 
-def render(rows: list[dict[str, str]], out: Path, csv_path: Path, efficiency: Path | None = None) -> str:
-    """The whole of docs/ablation.md, from the CSV rows only."""
+def render(rows: list[dict[str, str]], out: Path, csv_path: Path, efficiency: Path | None = None,
+           doc: Path | None = None) -> str:
+    """The whole of docs/ablation.md (or ``doc``), from the CSV rows only."""
     presets = list(dict.fromkeys([*DEFAULT_PRESETS, *(r["preset"] for r in rows)]))
     efficiency = efficiency or out / "efficiency.csv"
-    text = [HEADER.format(out=_home(out), csv=_home(csv_path), eff=_home(efficiency), presets=", ".join(f"`{p}`" for p in DEFAULT_PRESETS),
+    rerender = "".join(f" {flag} {_home(path)}" for flag, path, default in
+                       (("--results", csv_path, RESULTS), ("--doc", doc, REPO / "docs" / "ablation.md"))
+                       if path is not None and Path(path).resolve() != default.resolve())
+    text = [HEADER.format(out=_home(out), csv=_home(csv_path), eff=_home(efficiency), rerender=rerender, presets=", ".join(f"`{p}`" for p in DEFAULT_PRESETS),
                           level=LEVEL, res=CPU_RESOLUTION, batch=CPU_BATCH, images=CPU_IMAGES,
                           iters=math.ceil(CPU_IMAGES / CPU_BATCH))]
     sets = sorted({f"{r.get('eval_subset') or '?'}, {r.get('eval_images') or '?'} images" for r in rows})
-    text.append(f"## Results (AP in points on {' / '.join(sets) or 'the dev set'}; mean ± std over seeds)\n")
+    policies = sorted({EvalSet(Path(), Path(), Path(), max_size=int(r["eval_max_size"]) if r.get("eval_max_size") else None).policy
+                       for r in rows})
+    text.append(f"## Results (AP in points on {' / '.join(sets) or 'the dev set'}, images at "
+                f"{' / '.join(policies) or 'original size'}; mean ± std over seeds)\n")
     if not rows:
         text.append("No finished run yet: the grid has not been run (see above).\n")
     else:
@@ -715,9 +745,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--gt", type=Path, default=SHARED / "data" / "widerface" / "eval_tools",
                    help="folder of wider_*_val.mat")
     p.add_argument("--eval-device", default="cpu", help="device that scores the runs (default cpu)")
+    p.add_argument("--eval-max-size", type=int,
+                   help="score with the longer side downscaled to at most this many pixels (default: original "
+                        "size, the protocol); its rows need their own --results")
     p.add_argument("--no-eval", action="store_true", help="train only (score later, where the dev images are)")
     p.add_argument("--doc", type=Path, default=REPO / "docs" / "ablation.md", help="the page to render")
     p.add_argument("--render-only", action="store_true", help="only render --doc from --results")
+    p.add_argument("--score-only", action="store_true",
+                   help="score the finished runs that have no row in --results; train nothing")
     p.add_argument("--python", default=sys.executable, help="interpreter that runs `ufssd train`")
     args = p.parse_args(argv)
     args.extra = extra
@@ -734,7 +769,8 @@ def _evalset(args: argparse.Namespace) -> EvalSet:
     from ufssd.widerface_files import DEV_LIST, image_folder
 
     root = args.eval_root or Path(args.data_root)
-    return EvalSet(image_folder(root, "val"), args.eval_subset or root / DEV_LIST, args.gt, args.eval_device)
+    return EvalSet(image_folder(root, "val"), args.eval_subset or root / DEV_LIST, args.gt, args.eval_device,
+                   args.eval_max_size)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -747,10 +783,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.no_eval:
             train_grid(args.presets, args.seeds, budget, out, args.python)
             return 0
-        failed = run_grid(args.presets, args.seeds, budget, _evalset(args), out, args.python, args.results)
+        failed = run_grid(args.presets, args.seeds, budget, _evalset(args), out, args.python, args.results,
+                          args.score_only)
     from ufssd.atomic import atomic_write_text
 
-    atomic_write_text(args.doc, render(read_rows(args.results), out, args.results, args.efficiency))
+    atomic_write_text(args.doc, render(read_rows(args.results), out, args.results, args.efficiency, doc=args.doc))
     logger.info("wrote %s", args.doc)
     if failed:
         logger.error("failed pairs: %s", ", ".join(failed))
