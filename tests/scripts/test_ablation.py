@@ -177,6 +177,8 @@ def test_grid_end_to_end(ablation, toy_grid, monkeypatch):
     assert all(r["eval_max_size"] == "" for r in ablation.read_rows(out / "ablation.csv"))
     page = small_doc.read_text()
     assert "images at longer side downscaled to at most 64 px;" in page
+    assert "not at the original size of the protocol" in page and "[ablation.md](ablation.md#efficiency-table-3)" in page
+    assert "every row above is scored as the protocol says" in text and "ablation_max640.md" in text
     assert f"--render-only --results {small} --doc {small_doc}`" in page.replace("\n", " ")
     with pytest.raises(SystemExit, match="another budget.*eval_max_size"):
         ablation.main([*argv, "--eval-max-size", "64"])
