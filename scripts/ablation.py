@@ -476,7 +476,8 @@ for Table 3, from `{eff}`.
   takes about twice as long), so 13-20 hours for the 15 runs of the default grid. Two
   processes with disjoint `--presets`, `--threads 1 --workers 1` each, share the two cores
   better (11-14 images/s each on the AMD EPYC machine of the seed-0 rows, 19-23 on the Intel Xeon
-  one of the seed-1 rows: 53-60 minutes of training and 4 of scoring per UF-SSD or FFMM-x1 run);
+  one of the seed-1 rows: 53-60 minutes of training and 4 of scoring per UF-SSD or FFMM-x1 run,
+  71 of training and 12 of scoring per FEM run at 12-16 images/s);
   they share one `--out` and one results file, and each row is added under a file lock.
 - **A lent GPU** (the `device` machine, `PYTHONPATH=src python3`): `python3
   scripts/ablation.py --device cuda --batch-size 64 --resolution 640 --budget-images 300000
