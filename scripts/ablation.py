@@ -360,8 +360,11 @@ def score_pair(run_dir: Path, evalset: EvalSet, device: str, threads: int) -> di
     return {s: float(result.aps[s]) for s in SETTINGS}
 
 
-def run_pair(preset: str, seed: int, budget: Budget, evalset: EvalSet, out: Path, python: str) -> dict:
-    """Train and score one pair; its CSV row."""
+def run_pair(preset: str, seed: int, budget: Budget, evalset: EvalSet, out: Path, python: str,
+             trained: dict[str, str] | None = None) -> dict:
+    """Train and score one pair; its CSV row. ``trained``: the pair's row at the protocol's input
+    size, if any; its ``SPEED_ONLY`` settings (those of the process that trained) replace this
+    process's, which may only score."""
     from ufssd.widerface_files import read_image_list
 
     run_dir = out / "runs" / preset / f"seed{seed}"
@@ -383,6 +386,7 @@ def run_pair(preset: str, seed: int, budget: Budget, evalset: EvalSet, out: Path
         "eval_max_size": evalset.max_size or "",
         "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **budget.settings(),
+        **{k: trained[k] for k in SPEED_ONLY if trained and trained.get(k)},
     }
 
 
@@ -422,11 +426,14 @@ def train_grid(presets, seeds, budget: Budget, out: Path, python: str) -> None:
 
 
 def run_grid(presets, seeds, budget: Budget, evalset: EvalSet, out: Path, python: str, csv_path: Path,
-             score_only: bool = False) -> list[str]:
+             score_only: bool = False, trained_csv: Path = RESULTS) -> list[str]:
     """Every pair without a row in ``csv_path``, in seed-major order (a partial grid has whole
     seeds); the pairs that failed. ``score_only``: only the pairs whose run has finished (another
-    input policy for runs already scored; nothing trains)."""
+    input policy for runs already scored; nothing trains). ``trained_csv``: the record of how the
+    runs trained (the protocol's rows), whose speed settings a pair's row here repeats."""
     check_budget(out, budget, csv_path, evalset.max_size)
+    same = csv_path.resolve() == trained_csv.resolve()
+    trained = {} if same else {(r["preset"], int(r["seed"])): r for r in read_rows(trained_csv)}
     failed = []
     for seed in seeds:
         for preset in presets:
@@ -437,7 +444,7 @@ def run_grid(presets, seeds, budget: Budget, evalset: EvalSet, out: Path, python
                 logger.info("%s seed %d: no finished run in %s, not scored (--score-only)", preset, seed, out)
                 continue
             try:
-                row = run_pair(preset, seed, budget, evalset, out, python)
+                row = run_pair(preset, seed, budget, evalset, out, python, trained.get((preset, seed)))
             except (subprocess.CalledProcessError, RuntimeError, OSError) as exc:
                 logger.error("%s seed %d failed: %s", preset, seed, exc)
                 failed.append(f"{preset}/seed{seed}")
@@ -754,6 +761,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="run folders and budget.json, outside the work tree (default ~/ufssd_runs/ablation)")
     p.add_argument("--results", type=Path, default=RESULTS,
                    help="the CSV of finished pairs, committed (default docs/ablation_runs.csv)")
+    p.add_argument("--trained-results", type=Path, default=RESULTS,
+                   help="the rows at original size, which record how each run trained; a pair scored into "
+                        "another --results takes its threads and workers from there (default "
+                        "docs/ablation_runs.csv)")
     p.add_argument("--efficiency", type=Path, default=EFFICIENCY,
                    help="scripts/efficiency.py's CSV to render (default docs/ablation_efficiency.csv)")
     p.add_argument("--presets", nargs="+", default=list(DEFAULT_PRESETS), help="rows (default: the issue's five)")
@@ -814,7 +825,7 @@ def main(argv: list[str] | None = None) -> int:
             train_grid(args.presets, args.seeds, budget, out, args.python)
             return 0
         failed = run_grid(args.presets, args.seeds, budget, _evalset(args), out, args.python, args.results,
-                          args.score_only)
+                          args.score_only, args.trained_results)
     from ufssd.atomic import atomic_write_text
 
     atomic_write_text(args.doc, render(read_rows(args.results), out, args.results, args.efficiency, doc=args.doc))

@@ -168,11 +168,13 @@ def test_grid_end_to_end(ablation, toy_grid, monkeypatch):
     # has no run), the predictions go to their own folder, and the two policies never mix
     small, small_doc = out / "max64.csv", out / "max64.md"
     score_argv = [*argv, "--seeds", "0", "1", "2", "--score-only", "--eval-max-size", "64", "--results", str(small),
-                  "--doc", str(small_doc)]
-    assert ablation.main(score_argv) == 0 and len(calls) == 5
+                  "--doc", str(small_doc), "--trained-results", str(out / "ablation.csv")]
+    assert ablation.main([*score_argv, "--threads", "2"]) == 0 and len(calls) == 5
     scored = ablation.read_rows(small)
     assert [(r["preset"], r["seed"], r["eval_max_size"]) for r in scored] == [
         (p, s, "64") for s in ("0", "1") for p in ("ufssd_light", "ufssd_light_ffmm_x1")]
+    # the row records how its run trained (1 thread), not how this process scored (2)
+    assert {r["budget_threads"] for r in scored} == {"1"}
     assert (out / "runs" / "ufssd_light" / "seed1" / "dev_pred_max64").is_dir()
     assert all(r["eval_max_size"] == "" for r in ablation.read_rows(out / "ablation.csv"))
     page = small_doc.read_text()
@@ -183,7 +185,7 @@ def test_grid_end_to_end(ablation, toy_grid, monkeypatch):
     with pytest.raises(SystemExit, match="another budget.*eval_max_size"):
         ablation.main([*argv, "--eval-max-size", "64"])
     with pytest.raises(SystemExit, match="another budget.*eval_max_size"):
-        ablation.main([*score_argv[:-6], "--results", str(small)])
+        ablation.main([*score_argv[:-8], "--results", str(small)])
 
 
 def test_no_eval_trains_every_pair_and_stores_the_budget(ablation, tmp_path, monkeypatch):
