@@ -244,7 +244,17 @@ def claim_sentence(claim: Claim, intervals: dict[str, Interval | None], word: st
         iv = intervals[s]
         parts.append(f"{s} {iv.mean:+.1f} [{iv.low:+.1f}, {iv.high:+.1f}] (paper {p:+.1f})")
     n, method = intervals["hard"].n, intervals["hard"].method
-    return f"{claim.text}: **{word}** — ours {'; '.join(parts)}, {n} seeds, {method}.{_power_clause(intervals, paper, word)}"
+    return (f"{claim.text}: **{word}** — ours {'; '.join(parts)}, {n} seeds, {method}."
+            f"{_power_clause(intervals, paper, word)}{_few_seeds_clause(n, word)}")
+
+
+def _few_seeds_clause(n: int, word: str) -> str:
+    """A verdict from two seeds rests on one spread estimate (one degree of freedom when paired):
+    a lucky pair of seeds decides it as easily as a real gain."""
+    if n >= 3 or word == "cannot be told apart at this scale":
+        return ""
+    return (f" Only {n} seeds: the interval rests on a single estimate of the seed spread, and a third seed "
+            "may overturn this verdict.")
 
 
 def _power_clause(intervals: dict[str, Interval | None], paper: tuple[float, ...], word: str) -> str:

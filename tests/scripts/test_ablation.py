@@ -301,3 +301,16 @@ def test_undecided_claims_say_how_many_seeds_the_paper_gain_needs(ablation):
     assert n == 4 and text.endswith(f"(hard: sd 2.5 points), the paper's largest gain (hard +6.0) would need "
                                     f"about {n} paired seeds to be told apart from 0.")
     assert "would need" not in ablation.claim_sentence(claim, {s: iv for s in ablation.SETTINGS}, "holds")
+
+
+def test_a_verdict_from_two_seeds_says_a_third_may_overturn_it(ablation):
+    claim = next(c for c in ablation.CLAIMS if c.row == "_ffmm_x6")
+    two = ablation.diff_interval({1: 38.1, 2: 38.5}, {1: 35.6, 2: 35.8})
+    three = ablation.diff_interval({0: 37.0, 1: 38.1, 2: 38.5}, {0: 35.0, 1: 35.6, 2: 35.8})
+    assert two.n == 2 and three.n == 3
+    caveat = "a third seed may overturn this verdict"
+    assert caveat in ablation.claim_sentence(claim, {s: two for s in ablation.SETTINGS}, "holds")
+    assert caveat in ablation.claim_sentence(claim, {s: two for s in ablation.SETTINGS}, "does not hold")
+    assert caveat not in ablation.claim_sentence(claim, {s: three for s in ablation.SETTINGS}, "holds")
+    assert caveat not in ablation.claim_sentence(claim, {s: two for s in ablation.SETTINGS},
+                                                 "cannot be told apart at this scale")
