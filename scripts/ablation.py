@@ -509,6 +509,12 @@ for Table 3, from `{eff}`.
 - Neither is the paper's condition: no ImageNet weights, 4,885 training images instead of
   12,880, the light backbone instead of VGG-16, far fewer images seen. The paper's numbers are
   shown beside ours for their direction, not their size.
+- The VGG-16 rows of Table 1 (presets `ufssd_vgg16`, `ufssd_vgg16_ffmm_x1`, `ufssd_vgg16_ffmm_x6`)
+  are not trained at any budget here: this CPU trains `ufssd_vgg16_ffmm_x1` at 0.12 images/s at
+  640 px (README, training throughput), so even at a quarter of the pixels one 60,000-image run
+  would take more than a day, and 9 runs more than a week. They wait for a GPU lease (the command
+  above with `--presets ufssd_vgg16 ufssd_vgg16_ffmm_x1 ufssd_vgg16_ffmm_x6`); their forward
+  passes are measured (Efficiency, below).
 
 ## The rule
 
