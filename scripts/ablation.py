@@ -609,7 +609,7 @@ def _efficiency_lines(rows: list[dict[str, str]], csv_path: Path) -> list[str]:
         aps = " / ".join(f"{100 * float(r[s]):.1f}" for s in SETTINGS)
         cells = [r["label"], f"`{r['preset']}`", "yes" if r["skip_masked_anchors"] == "1" else "no",
                  r["mask_threshold"], *(r[k] for k in ("pre_ms", "net_ms", "decode_ms", "nms_ms")),
-                 r["total_ms"] + (f" ({r['total_range']})" if r.get("total_range") else ""),
+                 r["total_ms"] + (f" ({_passes(r)})" if _passes(r) else ""),
                  f"{float(r['above_001']):,.0f}", f"{float(r['to_nms']):,.0f}", _kept(r), aps]
         lines.append("| " + " | ".join(cells) + " |")
     labels = dict.fromkeys(r["label"] for r in rows)
@@ -644,14 +644,19 @@ def _with_without_sentences(rows: list[dict[str, str]]) -> list[str]:
     return out
 
 
+def _passes(r: dict[str, str]) -> str:
+    """The fastest and slowest pass of a setting, "lo-hi" ms; "" for a row of a single pass."""
+    return f"{r['total_min_ms']}-{r['total_max_ms']}" if r.get("total_min_ms") and r.get("total_max_ms") else ""
+
+
 def _overlap_clause(a: dict[str, str], b: dict[str, str]) -> str:
     """Whether two settings' total times can be told apart: their passes' ranges must not overlap."""
-    if not (a.get("total_range") and b.get("total_range")):
+    if not (_passes(a) and _passes(b)):
         return ""
-    (lo_a, hi_a), (lo_b, hi_b) = ([float(v) for v in r["total_range"].split("-")] for r in (a, b))
+    (lo_a, hi_a), (lo_b, hi_b) = ((float(r["total_min_ms"]), float(r["total_max_ms"])) for r in (a, b))
     if hi_a < lo_b or hi_b < lo_a:
-        return f" Their passes do not overlap ({a['total_range']} against {b['total_range']} ms): the difference is real on this machine."
-    return (f" Their passes overlap ({a['total_range']} against {b['total_range']} ms): the total times cannot "
+        return f" Their passes do not overlap ({_passes(a)} against {_passes(b)} ms): the difference is real on this machine."
+    return (f" Their passes overlap ({_passes(a)} against {_passes(b)} ms): the total times cannot "
             "be told apart on this machine.")
 
 

@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("UFSSD_SHARED", REPO.parent / "shared"))
 TH_MASK = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
 STAGES = ("pre_ms", "net_ms", "decode_ms", "nms_ms", "total_ms")
-FIELDS = ("label", "preset", "skip_masked_anchors", "mask_threshold", "images", "repeats", *STAGES, "total_range",
+FIELDS = ("label", "preset", "skip_masked_anchors", "mask_threshold", "images", "repeats", *STAGES, "total_min_ms", "total_max_ms",
           "above_001", "to_nms", *(f"kept_l{l}" for l in range(6)), "easy", "medium", "hard", "threads", "machine",
           "load", "utc", "note")
 
@@ -190,8 +190,8 @@ def run(weights: dict[str, str], arrays: dict, gt_dir: Path, threads: int, th_ma
         repeats: int = 1) -> list[dict]:
     """One row per (model, setting). Every setting passes over the images ``repeats`` times, the
     settings interleaved within each round (so drift in the machine's speed spreads over all of
-    them); the times are the medians of the per-pass means (``total_range``: the lowest and
-    highest pass), the counts, mask shares and detections those of the first pass."""
+    them); the times are the medians of the per-pass means (``total_min_ms`` / ``total_max_ms``:
+    the fastest and slowest pass), the counts, mask shares and detections those of the first pass."""
     import tempfile
 
     import torch
@@ -224,7 +224,7 @@ def run(weights: dict[str, str], arrays: dict, gt_dir: Path, threads: int, th_ma
         row = dict(measured[0])
         row.update({k: f"{statistics.median(float(r[k]) for r in measured):.2f}" for k in STAGES})
         totals = [float(r["total_ms"]) for r in measured]
-        row["total_range"] = f"{min(totals):.1f}-{max(totals):.1f}"
+        row["total_min_ms"], row["total_max_ms"] = f"{min(totals):.1f}", f"{max(totals):.1f}"
         with tempfile.TemporaryDirectory(dir=work) as tmp:
             aps = score(dets, gt_dir, Path(tmp))
         rows.append({"label": label, "preset": model.config.name, "skip_masked_anchors": int(skip),

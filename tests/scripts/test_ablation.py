@@ -277,7 +277,7 @@ def test_with_and_without_ffmm_compares_models_of_one_run(ablation):
 
 
 def test_total_times_are_told_apart_only_when_the_passes_do_not_overlap(ablation):
-    a, b, c = {"total_range": "60.0-70.0"}, {"total_range": "65.0-80.0"}, {"total_range": "71.0-75.0"}
+    a, b, c = ({"total_min_ms": lo, "total_max_ms": hi} for lo, hi in (("60.0", "70.0"), ("65.0", "80.0"), ("71.0", "75.0")))
     assert "cannot be told apart" in ablation._overlap_clause(a, b)
     assert "the difference is real" in ablation._overlap_clause(a, c)
     assert ablation._overlap_clause(a, {}) == ""
