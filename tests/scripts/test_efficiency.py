@@ -86,6 +86,8 @@ def test_run_repeats_every_setting_and_scores_it(efficiency, widerface_dir, tmp_
     for r in rows:
         assert r["repeats"] == 2 and r["images"] == 2 and float(r["total_ms"]) >= float(r["net_ms"]) > 0
         assert 0 <= float(r["hard"]) <= 1
+        # the median pass lies between the fastest and the slowest (they are kept to 0.1 ms)
+        assert float(r["total_min_ms"]) - 0.05 <= float(r["total_ms"]) <= float(r["total_max_ms"]) + 0.05
     # a higher Th_Mask keeps fewer cells and so fewer candidates
     assert float(rows[2]["kept_l0"]) <= float(rows[1]["kept_l0"])
     assert float(rows[2]["above_001"]) <= float(rows[1]["above_001"])
