@@ -8,21 +8,31 @@ per level (0 = stride 4, ..., 5 = stride 128). A level whose count jumps between
 scores content it never saw in training (issue 18: the FEM rows, trained on 320 px crops, fire
 at level 5 on original-size images). Prints a Markdown table; ``--json`` keeps it.
 
+``--silence-level L`` (repeatable) tests the cause: it scores every model on the whole dev set
+(official protocol) at each input size with level L's anchors silenced (face probability 0), so
+the AP lost or won is that level's doing.
+
     python scripts/level_confidence.py --max-size 0 640 \\
         --weights uf-ssd@seed1=~/ufssd_runs/ablation/runs/ufssd_light/seed1/final.safetensors \\
+        --weights fem@seed0=~/ufssd_runs/ablation/runs/ufssd_light_fem/seed0/final.safetensors
+    python scripts/level_confidence.py --max-size 0 --silence-level 5 \
         --weights fem@seed0=~/ufssd_runs/ablation/runs/ufssd_light_fem/seed0/final.safetensors
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("UFSSD_SHARED", REPO.parent / "shared"))
 sys.path.insert(0, str(REPO / "src"))
 
 
@@ -40,6 +50,74 @@ def confident_per_level(detector, image: np.ndarray, threshold: float) -> np.nda
     confident = (cls_logits[0].softmax(-1)[:, 1] >= threshold).cpu()
     cells = [h * w for h, w in feature_sizes(*padded, detector.config.anchors.strides)]
     return np.array([int(part.sum()) for part in confident.split(cells)], dtype=np.int64)
+
+
+def level_slices(padded: tuple[int, int], strides) -> list[slice]:
+    """The anchors of each level in the network's output of a ``padded`` input (one anchor per cell,
+    levels in order)."""
+    from ufssd.geometry.anchors import feature_sizes
+
+    bounds, start = [], 0
+    for h, w in feature_sizes(*padded, strides):
+        bounds.append(slice(start, start + h * w))
+        start += h * w
+    return bounds
+
+
+@contextlib.contextmanager
+def silenced(detector, levels: tuple[int, ...]):
+    """Within the block the detector's network gives the anchors of ``levels`` a face probability of
+    0 (class logit -1e4: finite, so no NaN in half precision either); every other output unchanged."""
+    runner = detector.runner
+
+    def run(batch):
+        cls_logits, box_deltas, mask_logits = runner(batch)
+        cls_logits = cls_logits.clone()
+        parts = level_slices(tuple(batch.shape[-2:]), detector.config.anchors.strides)
+        for level in levels:
+            cls_logits[:, parts[level], 1] = -1e4
+        return cls_logits, box_deltas, mask_logits
+
+    detector.runner = run
+    try:
+        yield detector
+    finally:
+        detector.runner = runner
+
+
+def silenced_aps(weights: dict[str, str], data_root: Path, gt_dir: Path, names: list[str], sizes: list[int],
+                 levels: tuple[int, ...], threads: int) -> list[dict]:
+    """One row per (model, input size): dev APs (official protocol) with all levels and with
+    ``levels`` silenced."""
+    from ufssd.evaluation import evaluate
+    from ufssd.inference import FaceDetector, predict_widerface
+    from ufssd.widerface_files import image_folder
+
+    files = [f"{n}.jpg" for n in names]
+    rows = []
+    for label, path in weights.items():
+        for max_size in sizes:
+            kw = {} if path == "default" else {"weights": Path(path).expanduser()}
+            detector = FaceDetector(**kw, max_size=max_size or None, num_threads=threads)
+            row = {"label": label, "max_size": max_size}
+            for key, silence in (("all", ()), ("silenced", levels)):
+                with tempfile.TemporaryDirectory() as tmp, silenced(detector, silence):
+                    predict_widerface(detector, image_folder(data_root, "val"), files, tmp, progress=False)
+                    row[key] = {s: float(v) for s, v in evaluate(tmp, gt_dir, subset=files).aps.items()}
+            rows.append(row)
+    return rows
+
+
+def silenced_markdown(rows: list[dict], levels: tuple[int, ...], n_images: int) -> str:
+    lines = [f"Dev AP (easy / medium / hard, {n_images} images) with every level and with level(s) "
+             f"{', '.join(map(str, levels))} silenced:", "",
+             "| model | input | all levels | silenced | change |", "|---|---|---|---|---|"]
+    for r in rows:
+        size = "original" if not r["max_size"] else f"<= {r['max_size']} px"
+        fmt = lambda aps: " / ".join(f"{100 * aps[s]:.1f}" for s in ("easy", "medium", "hard"))
+        change = " / ".join(f"{100 * (r['silenced'][s] - r['all'][s]):+.1f}" for s in ("easy", "medium", "hard"))
+        lines.append(f"| {r['label']} | {size} | {fmt(r['all'])} | {fmt(r['silenced'])} | {change} |")
+    return "\n".join(lines)
 
 
 def measure(weights: dict[str, str], images: list[np.ndarray], sizes: list[int], threshold: float,
@@ -80,6 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--every", type=int, default=35, help="every k-th image of the list (default 35: 30 images)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", type=Path, help="write the rows here too")
+    p.add_argument("--gt", type=Path, default=SHARED / "data" / "widerface" / "eval_tools",
+                   help="folder of wider_*_val.mat (with --silence-level)")
+    p.add_argument("--silence-level", type=int, action="append", default=[], metavar="L",
+                   help="score the whole dev set with level L's anchors silenced, beside all levels (repeatable)")
     args = p.parse_args(argv)
     if not args.weights:
         p.error("give at least one --weights LABEL=PATH")
@@ -91,7 +173,20 @@ def main(argv: list[str] | None = None) -> int:
     from ufssd.inference import load_image
     from ufssd.widerface_files import DEV_LIST, image_folder, read_image_list
 
+    if any(not 0 <= l < 6 for l in args.silence_level):
+        p.error(f"--silence-level values must be levels 0-5, got {args.silence_level}")
+
     weights = {w.partition("=")[0]: w.partition("=")[2] or w for w in args.weights}
+    if args.silence_level:
+        levels = tuple(sorted(set(args.silence_level)))
+        names = read_image_list(args.subset or args.data_root / DEV_LIST)
+        rows = silenced_aps(weights, args.data_root, args.gt, names, args.max_size, levels, args.threads)
+        print(silenced_markdown(rows, levels, len(names)))
+        if args.json:
+            from ufssd.atomic import atomic_write_text
+
+            atomic_write_text(args.json, json.dumps({"silenced": levels, "images": len(names), "rows": rows}, indent=1))
+        return 0
     names = read_image_list(args.subset or args.data_root / DEV_LIST)[:: args.every]
     images = [load_image(image_folder(args.data_root, "val") / f"{n}.jpg") for n in names]
     rows = measure(weights, images, args.max_size, args.threshold, args.threads)

@@ -43,3 +43,32 @@ def test_counts_match_the_network_output(level_confidence, model):
     assert counts.sum() == int((p >= threshold).sum()) and 0 < counts.sum() < p.numel()
     table = level_confidence.markdown([{"label": "m", "max_size": 0, "per_level": counts.tolist()}], threshold, 1)
     assert "| m | original | " in table and table.count("| level ") == 6
+
+
+def test_silencing_a_level_zeroes_its_face_probability_only(level_confidence, model):
+    image = np.random.default_rng(2).integers(0, 256, (130, 140, 3), dtype=np.uint8)
+    detector = FaceDetector.from_model(model)
+    batch = detector.transform.batch([image], [(130, 140)], [False], (256, 256))
+    parts = level_confidence.level_slices((256, 256), detector.config.anchors.strides)
+    assert [p.stop - p.start for p in parts] == [(256 // s) ** 2 for s in (4, 8, 16, 32, 64, 128)]
+    with torch.inference_mode():
+        plain = detector.runner(batch)[0].softmax(-1)[0, :, 1]
+        with level_confidence.silenced(detector, (0, 5)):
+            quiet = detector.runner(batch)[0].softmax(-1)[0, :, 1]
+    assert quiet[parts[0]].max() == 0 and quiet[parts[5]].max() == 0
+    assert torch.equal(quiet[parts[1].start : parts[4].stop], plain[parts[1].start : parts[4].stop])
+    assert detector.runner(batch)[0].softmax(-1)[0, :, 1].equal(plain)  # restored after the block
+
+
+def test_silencing_every_level_leaves_no_detection_to_score(level_confidence, widerface_dir):
+    from ufssd.widerface_files import read_image_list
+
+    folder = widerface_dir / "WIDER_val" / "images"
+    names = sorted(read_image_list(widerface_dir / "dev_images.txt"), key=lambda n: (folder / f"{n}.jpg").stat().st_size)
+    rows = level_confidence.silenced_aps({"default": "default"}, widerface_dir, widerface_dir / "eval_tools",
+                                         names[:3], [320], tuple(range(6)), threads=1)
+    assert len(rows) == 1 and rows[0]["max_size"] == 320
+    assert all(v == 0 for v in rows[0]["silenced"].values())
+    assert max(rows[0]["all"].values()) > 0
+    table = level_confidence.silenced_markdown(rows, tuple(range(6)), 3)
+    assert "| default | <= 320 px |" in table
