@@ -86,9 +86,10 @@ def silenced(detector, levels: tuple[int, ...]):
 
 
 def silenced_aps(weights: dict[str, str], data_root: Path, gt_dir: Path, names: list[str], sizes: list[int],
-                 levels: tuple[int, ...], threads: int) -> list[dict]:
+                 levels: tuple[int, ...], threads: int, all_pred: dict[str, Path] | None = None) -> list[dict]:
     """One row per (model, input size): dev APs (official protocol) with all levels and with
-    ``levels`` silenced."""
+    ``levels`` silenced. ``all_pred``: a model's existing prediction folder with all levels (one
+    input size only), scored instead of predicting again."""
     from ufssd.evaluation import evaluate
     from ufssd.inference import FaceDetector, predict_widerface
     from ufssd.widerface_files import image_folder
@@ -100,7 +101,11 @@ def silenced_aps(weights: dict[str, str], data_root: Path, gt_dir: Path, names: 
             kw = {} if path == "default" else {"weights": Path(path).expanduser()}
             detector = FaceDetector(**kw, max_size=max_size or None, num_threads=threads)
             row = {"label": label, "max_size": max_size}
+            if label in (all_pred or {}):
+                row["all"] = {s: float(v) for s, v in evaluate(all_pred[label], gt_dir, subset=files).aps.items()}
             for key, silence in (("all", ()), ("silenced", levels)):
+                if key in row:
+                    continue
                 with tempfile.TemporaryDirectory() as tmp, silenced(detector, silence):
                     predict_widerface(detector, image_folder(data_root, "val"), files, tmp, progress=False)
                     row[key] = {s: float(v) for s, v in evaluate(tmp, gt_dir, subset=files).aps.items()}
@@ -160,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="write the rows here too")
     p.add_argument("--gt", type=Path, default=SHARED / "data" / "widerface" / "eval_tools",
                    help="folder of wider_*_val.mat (with --silence-level)")
+    p.add_argument("--all-pred", action="append", default=[], metavar="LABEL=DIR",
+                   help="with --silence-level and one --max-size: a model's existing predictions with all levels "
+                        "at that size (e.g. its ablation run's dev_pred), scored instead of predicting again")
     p.add_argument("--silence-level", type=int, action="append", default=[], metavar="L",
                    help="score the whole dev set with level L's anchors silenced, beside all levels (repeatable)")
     args = p.parse_args(argv)
@@ -179,8 +187,13 @@ def main(argv: list[str] | None = None) -> int:
     weights = {w.partition("=")[0]: w.partition("=")[2] or w for w in args.weights}
     if args.silence_level:
         levels = tuple(sorted(set(args.silence_level)))
+        all_pred = {a.partition("=")[0]: Path(a.partition("=")[2]).expanduser() for a in args.all_pred}
+        if all_pred and len(args.max_size) != 1:
+            p.error("--all-pred needs exactly one --max-size (the size its predictions were made at)")
+        if set(all_pred) - set(weights):
+            p.error(f"--all-pred labels {sorted(set(all_pred) - set(weights))} match no --weights")
         names = read_image_list(args.subset or args.data_root / DEV_LIST)
-        rows = silenced_aps(weights, args.data_root, args.gt, names, args.max_size, levels, args.threads)
+        rows = silenced_aps(weights, args.data_root, args.gt, names, args.max_size, levels, args.threads, all_pred)
         print(silenced_markdown(rows, levels, len(names)))
         if args.json:
             from ufssd.atomic import atomic_write_text
