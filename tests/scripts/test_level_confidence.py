@@ -87,3 +87,30 @@ def test_existing_predictions_stand_for_all_levels(level_confidence, widerface_d
                                          names, [320], (5,), threads=1, all_pred={"default": tmp_path})
     # (these two images have no easy face: easy AP is NaN, undefined, either way)
     assert rows[0]["all"]["medium"] == rows[0]["all"]["hard"] == 0 < rows[0]["silenced"]["medium"], rows
+
+
+def test_the_page_of_silenced_runs_averages_each_row_over_its_seeds(level_confidence, tmp_path):
+    import json
+
+    def aps(e, m, h):
+        return {"easy": e, "medium": m, "hard": h}
+
+    runs = [{"silenced": [5], "images": 10, "rows": [
+                {"label": "fem@seed0", "max_size": 0, "all": aps(0.1, 0.1, 0.1), "silenced": aps(0.3, 0.2, 0.1)}]},
+            {"silenced": [5], "images": 10, "rows": [
+                {"label": "fem@seed1", "max_size": 0, "all": aps(0.2, 0.1, 0.1), "silenced": aps(0.4, 0.3, 0.2)},
+                {"label": "uf-ssd@seed1", "max_size": 0, "all": aps(0.2, 0.2, 0.1), "silenced": aps(0.2, 0.2, 0.1)}]}]
+    files = []
+    for i, run in enumerate(runs):
+        files.append(tmp_path / f"r{i}.json")
+        files[-1].write_text(json.dumps(run))
+    page = tmp_path / "page.md"
+    assert level_confidence.main(["--page", str(page), "--from-json", *map(str, files)]) == 0
+    text = page.read_text()
+    assert "| fem | original | seed0, seed1 | 15.0 / 10.0 / 10.0 | 35.0 / 25.0 / 15.0 | +20.0 / +15.0 / +5.0 |" in text
+    assert "| uf-ssd | original | seed1 | 20.0 / 20.0 / 10.0 | 20.0 / 20.0 / 10.0 | +0.0 / +0.0 / +0.0 |" in text
+    runs[1]["silenced"] = [4]
+    files[1].write_text(json.dumps(runs[1]))
+    with pytest.raises(ValueError, match="different levels"):
+        level_confidence.main(["--page", str(page), "--from-json", *map(str, files)])
+    assert "seed0, seed1" in page.read_text()  # the old page is kept whole
