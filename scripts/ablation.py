@@ -509,6 +509,10 @@ for Table 3, from `{eff}`.
 - Neither is the paper's condition: no ImageNet weights, 4,885 training images instead of
   12,880, the light backbone instead of VGG-16, far fewer images seen. The paper's numbers are
   shown beside ours for their direction, not their size.
+- The FEM rows collapse at original size because their coarsest level (stride 128, 3 x 3 cells in
+  a 320 px crop) fires on background: with that level silenced in every row, FEM and FEM+MCDM-B
+  come out close to UF-SSD ([ablation_fem_level5.md](ablation_fem_level5.md), `scripts/level_confidence.py
+  --silence-level 5`; a test chosen after seeing the collapse, outside the verdicts below).
 - The VGG-16 rows of Table 1 (presets `ufssd_vgg16`, `ufssd_vgg16_ffmm_x1`, `ufssd_vgg16_ffmm_x6`)
   are not trained at any budget here: this CPU trains `ufssd_vgg16_ffmm_x1` at 0.12 images/s at
   640 px (README, training throughput), so even at a quarter of the pixels one 60,000-image run
