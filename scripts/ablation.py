@@ -703,7 +703,9 @@ def _skip_sentence(rows: list[dict[str, str]], label: str) -> str:
 def render(rows: list[dict[str, str]], out: Path, csv_path: Path, efficiency: Path | None = None,
            doc: Path | None = None) -> str:
     """The whole of docs/ablation.md (or ``doc``), from the CSV rows only."""
-    presets = list(dict.fromkeys([*DEFAULT_PRESETS, *(r["preset"] for r in rows)]))
+    seen = {r["preset"] for r in rows}
+    paper_order = [p for p in (BACKBONE + s for s in PAPER_AP) if p in seen]  # eta 0.10, 0.20, 0.30
+    presets = list(dict.fromkeys([*DEFAULT_PRESETS, *paper_order, *(r["preset"] for r in rows)]))
     efficiency = efficiency or out / "efficiency.csv"
     rerender = "".join(f" {flag} {_home(path)}" for flag, path, default in
                        (("--results", csv_path, RESULTS), ("--doc", doc, REPO / "docs" / "ablation.md"))

@@ -82,6 +82,15 @@ def test_render_from_hand_made_rows(ablation, tmp_path):
     assert "FFMM-x6 over UF-SSD (Table 1): not measured yet" in text
 
 
+def test_render_orders_extra_rows_as_the_paper(ablation, tmp_path):
+    # rows finished in any order (here eta 0.30 first) are listed in the paper's order
+    rows = [{"preset": f"ufssd_light_fem_mcdm_b_eta{eta}", "seed": "0", "easy": "0.1", "medium": "0.1",
+             "hard": "0.1", "images_seen": "60000", "train_s": "1800", "machine": "cpu"} for eta in ("0.30", "0.20")]
+    text = ablation.render(rows, tmp_path, tmp_path / "ablation.csv")
+    at = [text.index(f"| `ufssd_light_fem_mcdm_b_eta{eta}` |") for eta in ("0.10", "0.20", "0.30")]
+    assert at == sorted(at)
+
+
 # ---------------------------------------------------------------------------------------------
 # end to end
 
