@@ -32,9 +32,10 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-SETTINGS = ("easy", "medium", "hard")
 SHARED = Path(os.environ.get("UFSSD_SHARED", REPO.parent / "shared"))
 sys.path.insert(0, str(REPO / "src"))
+
+from ufssd.evaluation.groundtruth import SETTINGS  # noqa: E402
 
 
 def confident_per_level(detector, image: np.ndarray, threshold: float) -> np.ndarray:
@@ -119,11 +120,19 @@ def silenced_markdown(rows: list[dict], levels: tuple[int, ...], n_images: int) 
              f"{', '.join(map(str, levels))} silenced:", "",
              "| model | input | all levels | silenced | change |", "|---|---|---|---|---|"]
     for r in rows:
-        size = "original" if not r["max_size"] else f"<= {r['max_size']} px"
-        fmt = lambda aps: " / ".join(f"{100 * aps[s]:.1f}" for s in ("easy", "medium", "hard"))
-        change = " / ".join(f"{100 * (r['silenced'][s] - r['all'][s]):+.1f}" for s in ("easy", "medium", "hard"))
-        lines.append(f"| {r['label']} | {size} | {fmt(r['all'])} | {fmt(r['silenced'])} | {change} |")
+        lines.append(f"| {r['label']} | {_size(r['max_size'])} | {_ap_cells(r['all'], r['silenced'])} |")
     return "\n".join(lines)
+
+
+def _size(max_size: int) -> str:
+    return "original" if not max_size else f"<= {max_size} px"
+
+
+def _ap_cells(all_levels: dict, silenced: dict) -> str:
+    """``all levels | silenced | change`` table cells, AP in points, easy / medium / hard."""
+    fmt = lambda aps: " / ".join(f"{100 * aps[s]:.1f}" for s in SETTINGS)  # noqa: E731
+    change = " / ".join(f"{100 * (silenced[s] - all_levels[s]):+.1f}" for s in SETTINGS)
+    return f"{fmt(all_levels)} | {fmt(silenced)} | {change}"
 
 
 PAGE_INTRO = """# The FEM rows' collapse at original size: one level's doing
@@ -162,11 +171,8 @@ def silenced_page(runs: list[dict], page: str, sources: list[str]) -> str:
         groups.setdefault((r["label"].partition("@")[0], r["max_size"]), []).append(r)
     for (row, max_size), members in groups.items():
         mean = {k: {s: float(np.mean([m[k][s] for m in members])) for s in SETTINGS} for k in ("all", "silenced")}
-        fmt = lambda aps: " / ".join(f"{100 * aps[s]:.1f}" for s in SETTINGS)
-        change = " / ".join(f"{100 * (mean['silenced'][s] - mean['all'][s]):+.1f}" for s in SETTINGS)
         seeds = ", ".join(m["label"].partition("@")[2] for m in members)
-        size = "original" if not max_size else f"<= {max_size} px"
-        out.append(f"| {row} | {size} | {seeds} | {fmt(mean['all'])} | {fmt(mean['silenced'])} | {change} |")
+        out.append(f"| {row} | {_size(max_size)} | {seeds} | {_ap_cells(mean['all'], mean['silenced'])} |")
     return "\n".join(out) + "\n"
 
 
